@@ -1,0 +1,1 @@
+"""HTTP surfaces: the OpenAI API, jobs, files and batches, admin, probes."""

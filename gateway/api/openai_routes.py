@@ -1,0 +1,276 @@
+"""The OpenAI surface: chat completions, completions, embeddings and models.
+
+One request is: authenticate, read and parse the body once, pick the tier and
+the path, then serve it synchronously through the router (or, for deferred
+paths, hand it to the queue). Everything a client sees on the way out, errors
+included, carries the gateway's headers.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import orjson
+from starlette.requests import Request
+from starlette.responses import Response, StreamingResponse
+from starlette.routing import Route
+
+from gateway.app import Gateway, error_response
+from gateway.cost import Pricing, cost_usd
+from gateway.errors import (
+    AttemptFailed,
+    GatewayError,
+    InvalidJSON,
+    InvalidRequest,
+    LoadShed,
+    ModelNotFound,
+    PayloadTooLarge,
+    ServiceUnavailable,
+)
+from gateway.providers import sse
+from gateway.providers.base import Usage
+from gateway.router import Served
+from gateway.tiers import Path, choose_path, choose_tier, prefers_async
+
+STREAMABLE = frozenset({"chat/completions", "completions"})
+
+
+def request_id(headers: Any) -> str:
+    given = headers.get("x-request-id")
+    if given and len(given) <= 128 and given.isprintable():
+        return given
+    return secrets.token_hex(12)
+
+
+async def read_json(request: Request, limit: int) -> dict[str, Any]:
+    """The body as a JSON object; 413 as soon as it is known to exceed ``limit``."""
+    declared = request.headers.get("content-length")
+    if declared is not None:
+        try:
+            if int(declared) > limit:
+                raise PayloadTooLarge(f"The request body exceeds {limit} bytes.")
+        except ValueError:
+            raise InvalidRequest("Content-Length is not a number.") from None
+    chunks = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise PayloadTooLarge(f"The request body exceeds {limit} bytes.")
+        chunks.append(chunk)
+    raw = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+    if not raw:
+        raise InvalidJSON("The request body is empty; send a JSON object.")
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidJSON(f"The request body is not valid JSON: {exc}.") from None
+    if not isinstance(body, dict):
+        raise InvalidJSON("The request body must be a JSON object.")
+    return body
+
+
+class Proxy:
+    """Serves one OpenAI route for a gateway."""
+
+    def __init__(self, gateway: Gateway, route: str) -> None:
+        self.gw = gateway
+        self.route = route
+        self.metric_route = route.replace("/", ".")
+
+    async def handle(self, request: Request) -> Response:
+        gw = self.gw
+        started = time.monotonic()
+        headers = request.headers
+        rid = request_id(headers)
+        out = {"X-Request-Id": rid}
+        tier_name = "-"
+        model = "-"
+        client_name = "-"
+        try:
+            if gw.draining:
+                raise ServiceUnavailable("The gateway is shutting down.", code="shutting_down")
+            peer = request.client.host if request.client else None
+            client = gw.auth.client(headers.get("authorization"), peer)
+            client_name = client.name
+            body = await read_json(request, gw.config.server.max_body_bytes)
+            model = body.get("model") if isinstance(body.get("model"), str) else "-"
+            if model not in gw.router.targets:  # type: ignore[union-attr]
+                if model == "-":
+                    raise InvalidRequest("The request names no model.", param="model", code="missing_model")
+                raise ModelNotFound(f"The model {model!r} does not exist.", param="model")
+            tier_name = choose_tier(client, headers.get("x-gateway-tier"), gw.config.tiers)
+            tier = gw.config.tiers[tier_name]
+            mode = gw.effective_mode(model)
+            out["X-Gateway-Tier"] = tier_name
+            out["X-Gateway-Mode"] = mode.value
+            path = choose_path(tier, mode, prefers_async(headers.get("prefer")), gw.top_priority)
+            if path is Path.SHED:
+                raise LoadShed(
+                    f"Tier {tier_name!r} is shed while the gateway is in {mode.value} mode.", headers={"Retry-After": "30"}
+                )
+            if path is not Path.SYNC:
+                raise ServiceUnavailable(
+                    "Deferred execution is not available on this gateway.", code="queue_unavailable"
+                )
+            stream = bool(body.get("stream")) and self.route in STREAMABLE
+            if stream:
+                return await self._stream(body, tier_name, model, started, out, client_name)
+            return await self._complete(body, tier_name, model, started, out, client_name)
+        except GatewayError as error:
+            if "X-Gateway-Attempts" not in error.headers:
+                out["X-Gateway-Attempts"] = "0"
+            response = error_response(error, out)
+            self._finish(tier_name, model, response.status_code, started, out, client_name, None, None)
+            return response
+
+    async def _complete(
+        self, body: dict[str, Any], tier_name: str, model: str, started: float, out: dict[str, str], client: str
+    ) -> Response:
+        gw = self.gw
+        tier = gw.config.tiers[tier_name]
+        inflight = gw.metrics.inflight_child(tier_name)
+        inflight.inc()
+        try:
+            served = await gw.router.serve(  # type: ignore[union-attr]
+                model, self.route, body, tier_name, tier, started, stream=False, request_id=out["X-Request-Id"]
+            )
+        finally:
+            inflight.dec()
+        served.release()
+        reply = served.reply
+        assert reply is not None
+        out["X-Gateway-Target"] = served.target.label
+        out["X-Gateway-Attempts"] = str(served.attempts)
+        self._finish(tier_name, model, 200, started, out, client, served, reply.usage)
+        return Response(reply.body, status_code=200, headers=out, media_type=reply.content_type)
+
+    async def _stream(
+        self, body: dict[str, Any], tier_name: str, model: str, started: float, out: dict[str, str], client: str
+    ) -> Response:
+        gw = self.gw
+        tier = gw.config.tiers[tier_name]
+        options = body.get("stream_options")
+        asked_usage = isinstance(options, dict) and bool(options.get("include_usage"))
+        if not asked_usage and (options is None or isinstance(options, dict)):
+            # Ask upstream for the usage chunk so the stream can be metered; the client will not see it.
+            body["stream_options"] = {**(options or {}), "include_usage": True}
+        inflight = gw.metrics.inflight_child(tier_name)
+        inflight.inc()
+        try:
+            served = await gw.router.serve(  # type: ignore[union-attr]
+                model, self.route, body, tier_name, tier, started, stream=True,
+                strip_usage=not asked_usage, request_id=out["X-Request-Id"],
+            )
+        except BaseException:
+            inflight.dec()
+            raise
+        out["X-Gateway-Target"] = served.target.label
+        out["X-Gateway-Attempts"] = str(served.attempts)
+        out["Cache-Control"] = "no-cache"
+        out["X-Accel-Buffering"] = "no"
+        return StreamingResponse(
+            self._relay(served, tier_name, model, started, out, client, inflight),
+            status_code=200,
+            headers=out,
+            media_type="text/event-stream",
+        )
+
+    async def _relay(
+        self, served: Served, tier_name: str, model: str, started: float, out: dict[str, str], client: str, inflight: Any
+    ) -> AsyncIterator[bytes]:
+        status = 200
+        assert served.stream is not None and served.rest is not None
+        try:
+            yield served.first_event
+            async for ev in served.rest:
+                yield ev
+        except AttemptFailed as failure:
+            # Bytes already reached the client: no retry, a terminal error event instead of a hang.
+            status = failure.status
+            yield sse.event(orjson.dumps(failure.body()))
+        except BaseException:
+            status = 499  # the client went away (or the server is stopping under us)
+            raise
+        finally:
+            served.release()
+            inflight.dec()
+            await served.stream.aclose()
+            self._finish(tier_name, model, status, started, out, client, served, served.stream.stats.usage)
+
+    def _finish(
+        self,
+        tier: str,
+        model: str,
+        status: int,
+        started: float,
+        out: dict[str, str],
+        client: str,
+        served: Served | None,
+        usage: Usage | None,
+    ) -> None:
+        gw = self.gw
+        elapsed = time.monotonic() - started
+        gw.metrics.request(tier, model, self.metric_route, status, elapsed)
+        usd = 0.0
+        if served is not None and usage is not None:
+            pricing = gw.config.models[model].pricing
+            usd = cost_usd(pricing, usage, Pricing.REALTIME)
+            gw.metrics.usage(
+                served.target.provider, served.target.model, Pricing.REALTIME.value,
+                usage.input_tokens, usage.output_tokens, usd,
+            )
+        if gw.access.on:
+            gw.access.emit(
+                request_id=out.get("X-Request-Id"),
+                client=client,
+                route=self.route,
+                tier=tier,
+                mode=out.get("X-Gateway-Mode"),
+                model=model,
+                target=out.get("X-Gateway-Target"),
+                attempts=int(out.get("X-Gateway-Attempts", "0")),
+                status=status,
+                latency_ms=round(elapsed * 1000, 2),
+                input_tokens=usage.input_tokens if usage else None,
+                output_tokens=usage.output_tokens if usage else None,
+                cost_usd=round(usd, 8),
+            )
+
+
+def models_list(gw: Gateway) -> Any:
+    async def endpoint(request: Request) -> Response:
+        peer = request.client.host if request.client else None
+        gw.auth.client(request.headers.get("authorization"), peer)
+        data = [{"id": name, "object": "model", "created": 0, "owned_by": "gateway"} for name in gw.model_names]
+        return Response(orjson.dumps({"object": "list", "data": data}), media_type="application/json")
+
+    return endpoint
+
+
+def model_get(gw: Gateway) -> Any:
+    async def endpoint(request: Request) -> Response:
+        peer = request.client.host if request.client else None
+        gw.auth.client(request.headers.get("authorization"), peer)
+        name = request.path_params["model"]
+        if name not in gw.config.models:
+            raise ModelNotFound(f"The model {name!r} does not exist.", param="model")
+        return Response(
+            orjson.dumps({"id": name, "object": "model", "created": 0, "owned_by": "gateway"}),
+            media_type="application/json",
+        )
+
+    return endpoint
+
+
+def routes(gw: Gateway) -> list[Route]:
+    return [
+        Route("/v1/chat/completions", Proxy(gw, "chat/completions").handle, methods=["POST"]),
+        Route("/v1/completions", Proxy(gw, "completions").handle, methods=["POST"]),
+        Route("/v1/embeddings", Proxy(gw, "embeddings").handle, methods=["POST"]),
+        Route("/v1/models", models_list(gw), methods=["GET"]),
+        Route("/v1/models/{model:path}", model_get(gw), methods=["GET"]),
+    ]

@@ -1,0 +1,200 @@
+"""The gateway object (state built at start-up, closed at shutdown) and its ASGI app."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from gateway.admission import Limiter, TierShare
+from gateway.auth import Authenticator
+from gateway.config import Config
+from gateway.errors import GatewayError, MethodNotAllowed, NotFound
+from gateway.observability.logging import AccessLog
+from gateway.observability.metrics import Metrics
+from gateway.providers.base import Provider
+from gateway.providers.openai import OpenAIProvider
+from gateway.providers.simulator import SimulatorProvider
+from gateway.queue import redis_server
+from gateway.router import Router, Target
+from gateway.severity import Mode
+from gateway.tasks import TaskSet
+
+log = logging.getLogger("gateway")
+
+
+def error_response(error: GatewayError, headers: dict[str, str] | None = None) -> Response:
+    h = error.response_headers()
+    if headers:
+        h.update(headers)
+    return Response(error.render(), status_code=error.status, headers=h, media_type="application/json")
+
+
+class Gateway:
+    """Everything one gateway process holds: config, providers, limiters, router, Redis, metrics."""
+
+    def __init__(
+        self,
+        config: Config,
+        *,
+        run_worker: bool = True,
+        redis_url: str | None = None,
+        private_redis: redis_server.PrivateRedis | None = None,
+    ) -> None:
+        self.config = config
+        self.run_worker = run_worker
+        self.metrics = Metrics()
+        self.auth = Authenticator(config)
+        self.access = AccessLog(config.server.access_log)
+        self.tasks = TaskSet()
+        shares = {name: TierShare(t.priority, t.reserved_concurrency) for name, t in config.tiers.items()}
+        self.limiters = {name: Limiter(p.max_concurrency, shares) for name, p in config.providers.items()}
+        self.top_priority = config.top_priority
+        self.model_names = sorted(config.models)
+        self.providers: dict[str, Provider] = {}
+        self.router: Router | None = None
+        self.redis: aioredis.Redis | None = None
+        self._resolved = redis_url is not None
+        self.redis_url = redis_url or config.redis.url
+        self._private_redis = private_redis
+        self._session: aiohttp.ClientSession | None = None
+        self._ready_cache = (0.0, False)
+        self.started_at = time.time()
+        self.draining = False
+        for name, tier in config.tiers.items():
+            self.metrics.inflight_child(name).set(0)
+
+    async def start(self) -> None:
+        connector = aiohttp.TCPConnector(
+            limit=0,  # admission bounds concurrency per provider; the pool must not add a second, hidden limit
+            limit_per_host=0,
+            keepalive_timeout=30,
+            ttl_dns_cache=300,
+        )
+        self._session = aiohttp.ClientSession(
+            connector=connector, auto_decompress=True, skip_auto_headers=("User-Agent",), raise_for_status=False
+        )
+        for name, p in self.config.providers.items():
+            if p.kind == "openai":
+                self.providers[name] = OpenAIProvider(name, p, self._session)
+            elif p.kind == "simulator":
+                self.providers[name] = SimulatorProvider(name, p.simulator)
+            else:
+                raise NotImplementedError(f"provider kind {p.kind!r} is not available yet")
+        self.router = Router(
+            self.config,
+            self.providers,
+            self.limiters,
+            observers=[self.metrics.upstream],
+            on_fallback=self._on_fallback,
+            on_circuit=self.metrics.circuit,
+        )
+        if not self._resolved:
+            self.redis_url, self._private_redis = await redis_server.resolve(
+                self.config.redis.url, self.config.redis.private, Path(self.config.redis.private_dir)
+            )
+        self.redis = aioredis.Redis.from_url(
+            self.redis_url, socket_connect_timeout=2.0, socket_timeout=5.0, health_check_interval=15
+        )
+        if not await self.redis_ready():
+            log.warning("Redis at %s does not answer; deferral is unavailable until it does", _safe_url(self.redis_url))
+
+    async def close(self) -> None:
+        self.draining = True
+        await self.tasks.stop(timeout=5.0)
+        for provider in self.providers.values():
+            await provider.aclose()
+        if self._session is not None:
+            await self._session.close()
+        if self.redis is not None:
+            await self.redis.aclose()
+        if self._private_redis is not None:
+            self._private_redis.stop()
+
+    def _on_fallback(self, model: str, source: Target, dest: Target) -> None:
+        self.metrics.fallback(model, source.label, dest.label)
+
+    async def redis_ready(self) -> bool:
+        """Whether Redis answers; cached for a second so probes cannot hammer it."""
+        now = time.monotonic()
+        stamp, ok = self._ready_cache
+        if now - stamp < 1.0:
+            return ok
+        ok = False
+        if self.redis is not None:
+            try:
+                ok = bool(await asyncio.wait_for(self.redis.ping(), 1.0))
+            except (RedisError, OSError, asyncio.TimeoutError):
+                ok = False
+        self._ready_cache = (now, ok)
+        return ok
+
+    def effective_mode(self, model: str) -> Mode:
+        """The mode for a request to ``model``: the most severe of global and first-target provider."""
+        return Mode.NORMAL
+
+
+def _safe_url(url: str) -> str:
+    """A Redis URL without its password, for logs."""
+    if "@" in url:
+        scheme, _, rest = url.partition("://")
+        return f"{scheme}://***@{rest.split('@', 1)[1]}"
+    return url
+
+
+async def _not_found(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    if exc.status_code == 405:
+        return error_response(MethodNotAllowed(f"Method {request.method} is not allowed on {request.url.path}."))
+    return error_response(NotFound(f"No route {request.method} {request.url.path}.", code="unknown_url"))
+
+
+async def _gateway_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, GatewayError)
+    return error_response(exc)
+
+
+async def _unexpected(request: Request, exc: Exception) -> Response:
+    log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+    return error_response(GatewayError("The gateway failed to handle this request."))
+
+
+def build_app(gateway: Gateway) -> Starlette:
+    from gateway.api import openai_routes, probes
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        await gateway.start()
+        try:
+            yield
+        finally:
+            await gateway.close()
+
+    routes: list[Any] = [*openai_routes.routes(gateway), *probes.routes(gateway)]
+    app = Starlette(
+        routes=routes,
+        lifespan=lifespan,
+        exception_handlers={
+            HTTPException: _not_found,
+            GatewayError: _gateway_error,
+            Exception: _unexpected,
+        },
+    )
+    app.state.gateway = gateway
+    return app
+
+
+__all__ = ["Gateway", "build_app", "error_response", "Route"]

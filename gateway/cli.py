@@ -1,0 +1,137 @@
+"""The ``gateway`` command: serve, worker, check-config, simulator, mode, status."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from pathlib import Path
+
+from gateway import config as config_mod
+from gateway.errors import ConfigError
+
+log = logging.getLogger("gateway")
+
+
+def _load(path: str | None) -> config_mod.Config:
+    try:
+        return config_mod.load(path)
+    except ConfigError as exc:
+        print(f"gateway: invalid configuration: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+def _uvicorn_run(app: object, host: str, port: int, grace_s: float) -> None:
+    import uvicorn
+
+    try:
+        import uvloop  # noqa: F401
+
+        loop = "uvloop"
+    except ImportError:  # pragma: no cover - platforms without uvloop
+        loop = "asyncio"
+    server = uvicorn.Server(
+        uvicorn.Config(
+            app,  # type: ignore[arg-type]
+            host=host,
+            port=port,
+            loop=loop,
+            http="httptools",
+            lifespan="on",
+            access_log=False,
+            log_config=None,
+            server_header=False,
+            timeout_keep_alive=30,
+            timeout_graceful_shutdown=int(grace_s) if grace_s else None,
+        )
+    )
+    server.run()
+    if not server.started:
+        raise SystemExit(1)
+
+
+def cmd_serve(args: argparse.Namespace) -> None:
+    from gateway.app import Gateway, build_app
+    from gateway.observability import logging as gw_logging
+    from gateway.queue import redis_server
+
+    cfg = _load(args.config)
+    gw_logging.configure(cfg.server.log_level, cfg.server.log_format)
+    host = args.host or cfg.server.host
+    port = cfg.server.port if args.port is None else args.port
+    if not cfg.auth.clients:
+        log.warning("no client keys are configured: the API is open, and answers on loopback only")
+    if not cfg.auth.admin_keys:
+        log.warning("no admin keys are configured: the admin API answers on loopback only")
+    home = Path(cfg.redis.private_dir)
+    # Resolve Redis before serving so a missing Redis is one clear line, not a traceback.
+    url, private = asyncio.run(redis_server.resolve(cfg.redis.url, cfg.redis.private, home))
+    gateway = Gateway(cfg, run_worker=not args.no_worker, redis_url=url, private_redis=private)
+    log.info("serving on http://%s:%d", host, port)
+    _uvicorn_run(build_app(gateway), host, port, cfg.server.shutdown_grace_s)
+
+
+def cmd_check_config(args: argparse.Namespace) -> None:
+    cfg = _load(args.file)
+    print(
+        f"ok: {len(cfg.providers)} provider(s), {len(cfg.models)} model(s), {len(cfg.tiers)} tier(s), "
+        f"{len(cfg.auth.clients)} client key(s)"
+    )
+
+
+def cmd_simulator(args: argparse.Namespace) -> None:
+    from gateway.config import SimulatorConfig
+    from gateway.observability import logging as gw_logging
+    from gateway.simulator_server import build_simulator_app
+
+    gw_logging.configure("warning", "auto")
+    behaviour = SimulatorConfig(
+        latency_ms=args.latency_ms,
+        latency_jitter_ms=args.jitter_ms,
+        first_token_ms=args.first_token_ms,
+        chunk_interval_ms=args.chunk_interval_ms,
+        output_tokens=args.output_tokens,
+        rate_limited_ratio=args.rate_limited_ratio,
+        error_ratio=args.error_ratio,
+    )
+    _uvicorn_run(build_simulator_app(behaviour, args.seed), args.host, args.port, 5)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="gateway", description="Hybrid realtime/batch LLM gateway.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("serve", help="serve the API (and the worker loops unless --no-worker)")
+    p.add_argument("--config", help="YAML config (default: $GATEWAY_CONFIG, else the embedded default)")
+    p.add_argument("--host")
+    p.add_argument("--port", type=int)
+    p.add_argument("--no-worker", action="store_true", help="do not run queue drainers in this process")
+    p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser("check-config", help="validate a config file")
+    p.add_argument("file")
+    p.set_defaults(func=cmd_check_config)
+
+    p = sub.add_parser("simulator", help="run a standalone OpenAI-compatible fake provider")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8090)
+    p.add_argument("--latency-ms", type=float, default=20.0)
+    p.add_argument("--jitter-ms", type=float, default=5.0)
+    p.add_argument("--first-token-ms", type=float, default=10.0)
+    p.add_argument("--chunk-interval-ms", type=float, default=2.0)
+    p.add_argument("--output-tokens", type=int, default=16)
+    p.add_argument("--rate-limited-ratio", type=float, default=0.0)
+    p.add_argument("--error-ratio", type=float, default=0.0)
+    p.add_argument("--seed", type=int)
+    p.set_defaults(func=cmd_simulator)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    args.func(args)
+
+
+if __name__ == "__main__":
+    main()

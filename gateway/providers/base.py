@@ -1,0 +1,108 @@
+"""The ``Provider`` protocol and the values that cross it.
+
+A provider turns one ``Call`` into a ``Reply`` (``complete``) or an opened
+``Stream`` (``stream``). It raises ``AttemptFailed`` for anything that went
+wrong, already classified as retryable or permanent; it never retries itself.
+``submit_batch`` and ``poll_batch`` serve provider batch APIs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+ROUTES = ("chat/completions", "completions", "embeddings")
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    input_tokens: int = 0
+    output_tokens: int = 0
+
+    @classmethod
+    def from_openai(cls, usage: Any) -> Usage | None:
+        if not isinstance(usage, dict):
+            return None
+        prompt = usage.get("prompt_tokens", 0)
+        completion = usage.get("completion_tokens", 0)
+        return cls(prompt if isinstance(prompt, int) else 0, completion if isinstance(completion, int) else 0)
+
+
+@dataclass(frozen=True, slots=True)
+class Deadlines:
+    """Absolute (monotonic) deadline for the whole request, and per-attempt limits in seconds."""
+
+    deadline: float
+    connect_s: float
+    first_byte_s: float | None
+
+
+@dataclass(slots=True)
+class Call:
+    route: str  # one of ROUTES
+    model: str  # the target's model name
+    body: dict[str, Any]  # the client's body, model already replaced
+    deadlines: Deadlines
+    request_id: str = ""
+    strip_usage: bool = False  # the gateway asked for stream usage; the client did not
+
+
+@dataclass(slots=True)
+class Reply:
+    status: int
+    body: bytes
+    content_type: str = "application/json"
+    usage: Usage | None = None
+    response_model: str | None = None
+    finish_reasons: tuple[str, ...] = ()
+
+
+@dataclass(slots=True)
+class StreamStats:
+    usage: Usage | None = None
+    chunks: int = 0
+    done: bool = False
+    finish_reasons: list[str] = field(default_factory=list)
+
+
+class Stream(Protocol):
+    """An opened SSE stream. Iterating yields whole events (``data: ...\\n\\n``) as they arrive."""
+
+    stats: StreamStats
+
+    def __aiter__(self) -> AsyncIterator[bytes]: ...
+
+    async def aclose(self) -> None: ...
+
+
+class Provider(Protocol):
+    name: str
+    kind: str
+
+    async def complete(self, call: Call) -> Reply: ...
+
+    async def stream(self, call: Call) -> Stream: ...
+
+    async def submit_batch(self, model: str, calls: list[tuple[str, Call]]) -> str: ...
+
+    async def poll_batch(self, batch_id: str) -> Any: ...
+
+    async def aclose(self) -> None: ...
+
+
+def retry_after_seconds(headers: Any) -> float | None:
+    """``retry-after-ms`` (OpenAI) or ``Retry-After`` in seconds; HTTP dates are ignored."""
+    ms = headers.get("retry-after-ms")
+    if ms:
+        try:
+            return max(float(ms) / 1000.0, 0.0)
+        except ValueError:
+            pass
+    value = headers.get("retry-after")
+    if value:
+        try:
+            return max(float(value), 0.0)
+        except ValueError:
+            return None
+    return None

@@ -1,0 +1,1 @@
+"""Durable deferral on Redis: keys, store, drainer, batcher, poller."""

@@ -1,0 +1,289 @@
+"""Staged fallback across a model's targets.
+
+Stage 1 retries the same target on retryable failures, with jittered
+exponential backoff that honours ``Retry-After`` inside the deadline. Stage 2
+and later move down the model's target list. Targets whose circuit is open are
+skipped without a call. ``next_step`` is the pure decision; ``Router`` runs it
+against providers, admission limiters and circuits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from enum import Enum
+
+from gateway.admission import Limiter
+from gateway.circuit import Circuit, CircuitState
+from gateway.config import Config, TierConfig
+from gateway.errors import (
+    AttemptFailed,
+    CircuitOpen,
+    GatewayError,
+    Saturated,
+    UpstreamError,
+    UpstreamRejected,
+    UpstreamTimeout,
+)
+from gateway.providers.base import Call, Deadlines, Provider, Reply, Stream
+
+BACKOFF_BASE_S = 0.25
+BACKOFF_CAP_S = 8.0
+MIN_ATTEMPT_S = 0.05  # no attempt is started with less time than this left
+
+
+class Step(str, Enum):
+    RETRY = "retry"
+    NEXT_TARGET = "next_target"
+    GIVE_UP = "give_up"
+
+
+def backoff_s(tries: int, rand: float) -> float:
+    """Exponential in the number of tries so far, jittered into [50%, 100%] of the step."""
+    step = min(BACKOFF_BASE_S * (2 ** max(tries - 1, 0)), BACKOFF_CAP_S)
+    return step * (0.5 + rand / 2)
+
+
+def next_step(
+    retryable: bool, retry_after_s: float | None, tries: int, retries: int, remaining_s: float, rand: float
+) -> tuple[Step, float]:
+    """What to do after the ``tries``-th failed attempt on one target."""
+    if not retryable:
+        return Step.GIVE_UP, 0.0
+    if remaining_s <= MIN_ATTEMPT_S:
+        return Step.GIVE_UP, 0.0
+    if tries > retries:
+        return Step.NEXT_TARGET, 0.0
+    delay = backoff_s(tries, rand)
+    if retry_after_s is not None:
+        delay = max(delay, retry_after_s)
+    if delay + MIN_ATTEMPT_S >= remaining_s:
+        return Step.NEXT_TARGET, 0.0
+    return Step.RETRY, delay
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    provider: str
+    model: str
+    circuit: Circuit
+
+    @property
+    def label(self) -> str:
+        return f"{self.provider}/{self.model}"
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """One upstream attempt, as the health monitor and metrics see it."""
+
+    provider: str
+    model: str
+    status: int | None  # None: no HTTP answer (connection error or timeout)
+    timeout: bool
+    latency_s: float
+    ttft_s: float | None = None
+
+    @property
+    def status_class(self) -> str:
+        if self.timeout:
+            return "timeout"
+        if self.status is None:
+            return "error"
+        if self.status == 429:
+            return "429"
+        return f"{self.status // 100}xx"
+
+
+@dataclass(slots=True)
+class Served:
+    """A successful attempt: a reply, or a stream whose first event is already in hand."""
+
+    target: Target
+    attempts: int
+    release: Callable[[], None]
+    reply: Reply | None = None
+    stream: Stream | None = None
+    first_event: bytes = b""
+    rest: AsyncIterator[bytes] | None = None
+
+
+Observer = Callable[[Outcome], None]
+
+
+class Router:
+    def __init__(
+        self,
+        config: Config,
+        providers: dict[str, Provider],
+        limiters: dict[str, Limiter],
+        observers: list[Observer] | None = None,
+        on_fallback: Callable[[str, Target, Target], None] | None = None,
+        on_circuit: Callable[[str, bool], None] | None = None,
+    ) -> None:
+        self.providers = providers
+        self.limiters = limiters
+        self.observers = observers if observers is not None else []
+        self._on_fallback = on_fallback
+        self._on_circuit = on_circuit
+        self.targets: dict[str, list[Target]] = {}
+        circuits: dict[tuple[str, str], Circuit] = {}
+        for name, model in config.models.items():
+            targets = []
+            for t in model.targets:
+                key = (t.provider, t.model)
+                if key not in circuits:
+                    c = config.providers[t.provider].circuit
+                    circuits[key] = Circuit(c.failure_threshold, c.cooldown_s)
+                targets.append(Target(t.provider, t.model, circuits[key]))
+            self.targets[name] = targets
+        self._circuits = circuits
+
+    def circuit_states(self) -> dict[str, str]:
+        return {f"{p}/{m}": c.state.value for (p, m), c in self._circuits.items()}
+
+    def _observe(self, outcome: Outcome) -> None:
+        for observer in self.observers:
+            observer(outcome)
+
+    def _circuit_changed(self, provider: str) -> None:
+        if self._on_circuit is not None:
+            is_open = any(c.state is not CircuitState.CLOSED for (p, _), c in self._circuits.items() if p == provider)
+            self._on_circuit(provider, is_open)
+
+    async def serve(
+        self,
+        model: str,
+        route: str,
+        body: dict,
+        tier_name: str,
+        tier: TierConfig,
+        started: float,
+        stream: bool,
+        strip_usage: bool = False,
+        request_id: str = "",
+    ) -> Served:
+        """Run the stages until one attempt succeeds; raise the right ``GatewayError`` otherwise."""
+        targets = self.targets[model]
+        deadlines = Deadlines(started + tier.timeout_s, tier.connect_timeout_s, tier.first_byte_timeout_s)
+        attempts = 0
+        last: GatewayError | None = None
+        previous: Target | None = None
+        for index, target in enumerate(targets):
+            tries = 0
+            while True:
+                now = time.monotonic()
+                if not target.circuit.allow(now):
+                    if last is None or isinstance(last, CircuitOpen):
+                        last = CircuitOpen(
+                            f"Every target of model {model!r} has an open circuit.",
+                            headers={"Retry-After": str(max(int(target.circuit.retry_in(now)) + 1, 1))},
+                        )
+                    break
+                limiter = self.limiters[target.provider]
+                if not limiter.try_acquire(tier_name):
+                    if index < len(targets) - 1:
+                        target.circuit.abandon()
+                        last = last or Saturated("All slots for this tier are busy.", headers={"Retry-After": "1"})
+                        break  # spill over to the next target rather than wait
+                    try:
+                        await limiter.acquire(tier_name, min(tier.admission_timeout_s, deadlines.deadline - now))
+                    except BaseException:
+                        target.circuit.abandon()
+                        raise
+                if previous is not None and previous is not target and self._on_fallback is not None:
+                    self._on_fallback(model, previous, target)
+                previous = target
+                attempts += 1
+                tries += 1
+                body["model"] = target.model
+                call = Call(route, target.model, body, deadlines, request_id, strip_usage)
+                try:
+                    served = await self._attempt(target, call, stream, deadlines)
+                except AttemptFailed as failure:
+                    limiter.release(tier_name)
+                    if failure.counts_against_circuit:
+                        target.circuit.failure(time.monotonic())
+                    else:
+                        target.circuit.abandon()
+                    self._circuit_changed(target.provider)
+                    remaining = deadlines.deadline - time.monotonic()
+                    step, delay = next_step(
+                        failure.retryable, failure.retry_after, tries, tier.retries, remaining, random.random()
+                    )
+                    if step is Step.GIVE_UP:
+                        raise self._final(failure, attempts) from None
+                    last = failure
+                    if step is Step.RETRY:
+                        await asyncio.sleep(delay)
+                        continue
+                    break
+                except BaseException:
+                    limiter.release(tier_name)
+                    target.circuit.abandon()
+                    raise
+                was_closed = target.circuit.state is CircuitState.CLOSED
+                target.circuit.success()
+                if not was_closed:
+                    self._circuit_changed(target.provider)
+                served.attempts = attempts
+                served.release = lambda: limiter.release(tier_name)
+                return served
+        assert last is not None
+        raise self._final(last, attempts)
+
+    @staticmethod
+    def _final(last: GatewayError, attempts: int) -> GatewayError:
+        if not isinstance(last, AttemptFailed):
+            last.headers["X-Gateway-Attempts"] = str(attempts)
+            return last
+        if not last.retryable and last.upstream_status is not None:
+            error: GatewayError = UpstreamRejected(last)
+        elif last.timeout:
+            error = UpstreamTimeout(f"{last.message} Gave up after {attempts} attempt(s).")
+        else:
+            error = UpstreamError(f"{last.message} Gave up after {attempts} attempt(s).")
+        error.headers["X-Gateway-Attempts"] = str(attempts)
+        return error
+
+    async def _attempt(self, target: Target, call: Call, stream: bool, deadlines: Deadlines) -> Served:
+        provider = self.providers[target.provider]
+        t0 = time.monotonic()
+        try:
+            if not stream:
+                reply = await provider.complete(call)
+                self._observe(Outcome(target.provider, target.model, reply.status, False, time.monotonic() - t0))
+                return Served(target, 0, _noop, reply=reply)
+            opened = await provider.stream(call)
+            rest = opened.__aiter__()
+            wait = deadlines.deadline - time.monotonic()
+            if deadlines.first_byte_s is not None:
+                wait = min(wait, deadlines.first_byte_s)
+            try:
+                first = await asyncio.wait_for(rest.__anext__(), max(wait, 0.0))
+            except asyncio.TimeoutError:
+                await opened.aclose()
+                raise AttemptFailed(
+                    "The upstream sent no first token in time.", retryable=True, timeout=True
+                ) from None
+            except StopAsyncIteration:
+                await opened.aclose()
+                raise AttemptFailed("The upstream stream ended before its first event.", retryable=True) from None
+            except BaseException:
+                await opened.aclose()
+                raise
+            ttft = time.monotonic() - t0
+            self._observe(Outcome(target.provider, target.model, 200, False, ttft, ttft))
+            return Served(target, 0, _noop, stream=opened, first_event=first, rest=rest)
+        except AttemptFailed as failure:
+            self._observe(
+                Outcome(target.provider, target.model, failure.upstream_status, failure.timeout, time.monotonic() - t0)
+            )
+            raise
+
+
+def _noop() -> None:
+    return None
