@@ -5,6 +5,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
+import secrets
+import socket
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -21,14 +24,20 @@ from starlette.routing import Route
 
 from gateway.admission import Limiter, TierShare
 from gateway.auth import Authenticator
-from gateway.config import Config
+from gateway.config import ClientConfig, Config
+from gateway.cost import Pricing, cost_usd
 from gateway.errors import GatewayError, MethodNotAllowed, NotFound
 from gateway.observability.logging import AccessLog
 from gateway.observability.metrics import Metrics
-from gateway.providers.base import Provider
+from gateway.providers.base import Provider, Usage
 from gateway.providers.openai import OpenAIProvider
 from gateway.providers.simulator import SimulatorProvider
 from gateway.queue import redis_server
+from gateway.queue.drainer import Drainer
+from gateway.queue.envelope import Envelope
+from gateway.queue.keys import Keys
+from gateway.queue.notifier import Notifier
+from gateway.queue.store import QueueStore
 from gateway.router import Router, Target
 from gateway.severity import Mode
 from gateway.tasks import TaskSet
@@ -71,6 +80,13 @@ class Gateway:
         self.redis_url = redis_url or config.redis.url
         self._private_redis = private_redis
         self._session: aiohttp.ClientSession | None = None
+        self.keys = Keys(config.queue.namespace)
+        self.tier_order = sorted(config.tiers, key=lambda n: (config.tiers[n].priority, n))
+        self._clients = {c.name: c for c in config.auth.clients}
+        self.store: QueueStore | None = None
+        self.notifier: Notifier | None = None
+        self.envelope: Envelope | None = None
+        self.drainer: Drainer | None = None
         self._ready_cache = (0.0, False)
         self.started_at = time.time()
         self.draining = False
@@ -111,10 +127,27 @@ class Gateway:
         )
         if not await self.redis_ready():
             log.warning("Redis at %s does not answer; deferral is unavailable until it does", _safe_url(self.redis_url))
+        consumer = f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
+        self.store = QueueStore(self.redis, self.keys, self.tier_order, self.config.queue.result_ttl_s, consumer)
+        self.notifier = Notifier(self.redis, self.keys)
+        self.envelope = Envelope(
+            self.redis, self.keys, {n: (p.rpm, p.tpm) for n, p in self.config.providers.items()}
+        )
+        self.tasks.start("notifier", self.notifier.run(), daemon=True)
+        self.tasks.start("queue-gauges", self._queue_gauges(), daemon=True)
+        if self.run_worker:
+            self.drainer = Drainer(self, self.store)
+            self.tasks.start("drainer", self.drainer.run())
+            self.tasks.start("reclaimer", self.drainer.reclaim_loop(), daemon=True)
 
     async def close(self) -> None:
         self.draining = True
-        await self.tasks.stop(timeout=5.0)
+        if self.notifier is not None:
+            self.notifier.stopping = True
+        if self.drainer is not None:
+            self.drainer.stopping = True
+            self.drainer._slot_free.set()
+        await self.tasks.stop(timeout=self.config.server.shutdown_grace_s)
         for provider in self.providers.values():
             await provider.aclose()
         if self._session is not None:
@@ -141,6 +174,40 @@ class Gateway:
                 ok = False
         self._ready_cache = (now, ok)
         return ok
+
+    @property
+    def http(self) -> aiohttp.ClientSession:
+        assert self._session is not None
+        return self._session
+
+    def config_client(self, name: str) -> ClientConfig | None:
+        return self._clients.get(name)
+
+    def meter(self, model: str, target: Target, usage: Usage | None, batch: bool) -> float:
+        """Count tokens and spend for one served request; return the cost in dollars."""
+        if usage is None:
+            return 0.0
+        kind = Pricing.BATCH if batch else Pricing.REALTIME
+        usd = cost_usd(self.config.models[model].pricing, usage, kind)
+        self.metrics.usage(target.provider, target.model, kind.value, usage.input_tokens, usage.output_tokens, usd)
+        return usd
+
+    def drain_scale(self, provider: str) -> float:
+        """How much of its envelope a provider's drain may use now (less while it is degraded)."""
+        return 1.0
+
+    async def _queue_gauges(self) -> None:
+        """Queue depth and oldest age per tier, refreshed off the request path."""
+        assert self.store is not None
+        while not self.draining:
+            for tier in self.tier_order:
+                try:
+                    depth, age = await self.store.depth(tier)
+                except GatewayError:
+                    break
+                self.metrics.queue_depth.labels(tier).set(depth)
+                self.metrics.queue_oldest_age.labels(tier).set(age)
+            await asyncio.sleep(2.0)
 
     def effective_mode(self, model: str) -> Mode:
         """The mode for a request to ``model``: the most severe of global and first-target provider."""
@@ -173,7 +240,7 @@ async def _unexpected(request: Request, exc: Exception) -> Response:
 
 
 def build_app(gateway: Gateway) -> Starlette:
-    from gateway.api import openai_routes, probes
+    from gateway.api import jobs, openai_routes, probes
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -183,7 +250,7 @@ def build_app(gateway: Gateway) -> Starlette:
         finally:
             await gateway.close()
 
-    routes: list[Any] = [*openai_routes.routes(gateway), *probes.routes(gateway)]
+    routes: list[Any] = [*openai_routes.routes(gateway), *jobs.routes(gateway), *probes.routes(gateway)]
     app = Starlette(
         routes=routes,
         lifespan=lifespan,

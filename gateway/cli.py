@@ -72,6 +72,43 @@ def cmd_serve(args: argparse.Namespace) -> None:
     _uvicorn_run(build_app(gateway), host, port, cfg.server.shutdown_grace_s)
 
 
+def cmd_worker(args: argparse.Namespace) -> None:
+    from gateway.app import Gateway
+    from gateway.observability import logging as gw_logging
+    from gateway.queue import redis_server
+
+    cfg = _load(args.config)
+    gw_logging.configure(cfg.server.log_level, cfg.server.log_format)
+    url, private = asyncio.run(redis_server.resolve(cfg.redis.url, cfg.redis.private, Path(cfg.redis.private_dir)))
+    gateway = Gateway(cfg, run_worker=True, redis_url=url, private_redis=private)
+    _run_until_signal(gateway)
+
+
+def _run_until_signal(gateway: object) -> None:
+    """Run the worker loops until SIGTERM/SIGINT, then stop intake and let in-flight jobs finish."""
+    import signal
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await gateway.start()  # type: ignore[attr-defined]
+        log.info("worker running")
+        try:
+            await stop.wait()
+        finally:
+            log.info("worker stopping")
+            await gateway.close()  # type: ignore[attr-defined]
+
+    try:
+        import uvloop
+
+        uvloop.run(main())
+    except ImportError:  # pragma: no cover
+        asyncio.run(main())
+
+
 def cmd_check_config(args: argparse.Namespace) -> None:
     cfg = _load(args.file)
     print(
@@ -108,6 +145,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int)
     p.add_argument("--no-worker", action="store_true", help="do not run queue drainers in this process")
     p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser("worker", help="run the queue drainers and batch poller alone")
+    p.add_argument("--config", help="YAML config (default: $GATEWAY_CONFIG, else the embedded default)")
+    p.set_defaults(func=cmd_worker)
 
     p = sub.add_parser("check-config", help="validate a config file")
     p.add_argument("file")

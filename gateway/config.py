@@ -54,20 +54,24 @@ class KeyConfig(_Strict):
     @model_validator(mode="after")
     def _one_key(self) -> KeyConfig:
         if bool(self.key) == bool(self.key_sha256):
-            raise ValueError("give exactly one of key or key_sha256 (a non-empty value)")
+            raise _RefError("key", "give exactly one of key or key_sha256 (a non-empty value)")
         if self.key_sha256 is not None and not re.fullmatch(r"[0-9a-fA-F]{64}", self.key_sha256):
-            raise ValueError("key_sha256 must be 64 hex digits")
+            raise _RefError("key_sha256", "must be 64 hex digits")
         return self
 
 
 class ClientConfig(KeyConfig):
     tiers: list[str] = Field(min_length=1)
     default_tier: str
+    # Hosts (names, IP addresses or CIDR ranges) this client may name in X-Gateway-Callback-Url.
+    callback_hosts: list[str] = Field(default_factory=list)
+    # The HMAC-SHA256 secret that signs this client's webhooks.
+    webhook_secret: str | None = None
 
     @model_validator(mode="after")
     def _default_in_tiers(self) -> ClientConfig:
         if self.default_tier not in self.tiers:
-            raise ValueError(f"default_tier {self.default_tier!r} is not in tiers {self.tiers}")
+            raise _RefError("default_tier", f"{self.default_tier!r} is not in this client's tiers {self.tiers}")
         return self
 
 
@@ -99,6 +103,9 @@ class ProviderConfig(_Strict):
     api_key: str | None = None
     headers: dict[str, str] = Field(default_factory=dict)
     max_concurrency: int = Field(64, ge=1)
+    # The drain envelope: deferred work never exceeds these rates (shared by every replica).
+    rpm: int | None = Field(None, ge=1)
+    tpm: int | None = Field(None, ge=1)
     batch: bool = False
     circuit: CircuitConfig = Field(default_factory=CircuitConfig)
     simulator: SimulatorConfig = Field(default_factory=SimulatorConfig)
@@ -106,7 +113,7 @@ class ProviderConfig(_Strict):
     @model_validator(mode="after")
     def _kind_needs(self) -> ProviderConfig:
         if self.kind in ("openai", "anthropic") and not self.base_url:
-            raise ValueError(f"a provider of kind {self.kind!r} needs base_url")
+            raise _RefError("base_url", f"a provider of kind {self.kind!r} needs base_url")
         return self
 
 
@@ -146,6 +153,12 @@ class QueueConfig(_Strict):
     mini_batch_wait_s: float = Field(1.0, ge=0)
     provider_batch_min_items: int = Field(100, ge=1)
     provider_batch_max_wait_s: float = Field(600.0, ge=0)
+    max_attempts: int = Field(5, ge=1)
+    # A job taken by a worker that then goes silent this long is reclaimed by another.
+    visibility_timeout_s: float = Field(60.0, gt=0)
+    result_ttl_s: int = Field(86400, ge=60)
+    webhook_attempts: int = Field(5, ge=1)
+    namespace: str = Field("gw", pattern=r"^[A-Za-z0-9_.-]+$")
 
 
 class Thresholds(_Strict):
@@ -203,6 +216,8 @@ class Config(_Strict):
 
 
 class _RefError(ValueError):
+    """A validator's error for one key; ``path`` is relative to the model that raised it."""
+
     def __init__(self, path: str, message: str) -> None:
         super().__init__(message)
         self.path = path
@@ -268,13 +283,16 @@ def parse(raw: Any, env: Mapping[str, str] | None = None) -> Config:
         err = exc.errors()[0]
         ctx_error = (err.get("ctx") or {}).get("error")
         if isinstance(ctx_error, _RefError):
-            raise ConfigError(ctx_error.path, str(ctx_error)) from None
+            path = ".".join([*(str(p) for p in err["loc"]), ctx_error.path])
+            raise ConfigError(path, str(ctx_error)) from None
         path = ".".join(str(p) for p in err["loc"])
         message = err["msg"]
         if err["type"] == "extra_forbidden":
             message = "unknown key"
         elif err["type"] == "missing":
             message = "required key is missing"
+        elif err["type"] in ("model_type", "model_attributes_type"):
+            message = "must be a mapping"
         more = len(exc.errors()) - 1
         if more:
             message += f" (and {more} more error{'s' if more > 1 else ''})"

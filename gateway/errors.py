@@ -98,6 +98,12 @@ class MethodNotAllowed(GatewayError):
     code = "method_not_allowed"
 
 
+class JobConflict(GatewayError):
+    status = 409
+    type = "invalid_request_error"
+    code = "job_not_cancellable"
+
+
 class PayloadTooLarge(GatewayError):
     status = 413
     type = "invalid_request_error"

@@ -19,7 +19,6 @@ from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
 from gateway.app import Gateway, error_response
-from gateway.cost import Pricing, cost_usd
 from gateway.errors import (
     AttemptFailed,
     GatewayError,
@@ -28,10 +27,14 @@ from gateway.errors import (
     LoadShed,
     ModelNotFound,
     PayloadTooLarge,
+    RequestDeferred,
+    Saturated,
     ServiceUnavailable,
 )
 from gateway.providers import sse
 from gateway.providers.base import Usage
+from gateway.queue.job import Job, JobStatus, new_job_id
+from gateway.queue.webhook import check_callback
 from gateway.router import Served
 from gateway.tiers import Path, choose_path, choose_tier, prefers_async
 
@@ -45,8 +48,8 @@ def request_id(headers: Any) -> str:
     return secrets.token_hex(12)
 
 
-async def read_json(request: Request, limit: int) -> dict[str, Any]:
-    """The body as a JSON object; 413 as soon as it is known to exceed ``limit``."""
+async def read_json(request: Request, limit: int) -> tuple[bytes, dict[str, Any]]:
+    """The raw body and its JSON object; 413 as soon as it is known to exceed ``limit``."""
     declared = request.headers.get("content-length")
     if declared is not None:
         try:
@@ -70,7 +73,7 @@ async def read_json(request: Request, limit: int) -> dict[str, Any]:
         raise InvalidJSON(f"The request body is not valid JSON: {exc}.") from None
     if not isinstance(body, dict):
         raise InvalidJSON("The request body must be a JSON object.")
-    return body
+    return raw, body
 
 
 class Proxy:
@@ -96,7 +99,7 @@ class Proxy:
             peer = request.client.host if request.client else None
             client = gw.auth.client(headers.get("authorization"), peer)
             client_name = client.name
-            body = await read_json(request, gw.config.server.max_body_bytes)
+            raw, body = await read_json(request, gw.config.server.max_body_bytes)
             model = body.get("model") if isinstance(body.get("model"), str) else "-"
             if model not in gw.router.targets:  # type: ignore[union-attr]
                 if model == "-":
@@ -112,20 +115,85 @@ class Proxy:
                 raise LoadShed(
                     f"Tier {tier_name!r} is shed while the gateway is in {mode.value} mode.", headers={"Retry-After": "30"}
                 )
-            if path is not Path.SYNC:
-                raise ServiceUnavailable(
-                    "Deferred execution is not available on this gateway.", code="queue_unavailable"
-                )
             stream = bool(body.get("stream")) and self.route in STREAMABLE
-            if stream:
-                return await self._stream(body, tier_name, model, started, out, client_name)
-            return await self._complete(body, tier_name, model, started, out, client_name)
+            if path is not Path.SYNC:
+                return await self._defer(raw, body, stream, path, client_name, tier_name, model, started, out, headers)
+            try:
+                if stream:
+                    return await self._stream(body, tier_name, model, started, out, client_name)
+                return await self._complete(body, tier_name, model, started, out, client_name)
+            except Saturated:
+                if not tier.deferrable:
+                    raise
+                # No slot in time, but this tier can wait: hand it to the queue instead of refusing it.
+                return await self._defer(raw, body, stream, Path.HOLD, client_name, tier_name, model, started, out, headers)
         except GatewayError as error:
             if "X-Gateway-Attempts" not in error.headers:
                 out["X-Gateway-Attempts"] = "0"
             response = error_response(error, out)
             self._finish(tier_name, model, response.status_code, started, out, client_name, None, None)
             return response
+
+    async def _defer(
+        self,
+        raw: bytes,
+        body: dict[str, Any],
+        stream: bool,
+        path: Path,
+        client: str,
+        tier_name: str,
+        model: str,
+        started: float,
+        out: dict[str, str],
+        headers: Any,
+    ) -> Response:
+        """Queue the request; answer 202 (async), or hold the connection up to the tier's ``hold_s``."""
+        gw = self.gw
+        tier = gw.config.tiers[tier_name]
+        store, notifier = gw.store, gw.notifier
+        assert store is not None and notifier is not None
+        callback = headers.get("x-gateway-callback-url") or ""
+        if callback:
+            cfg = gw.config_client(client)
+            check_callback(callback, cfg.callback_hosts if cfg else ())
+        now = time.time()
+        job = Job(
+            id=new_job_id(), client=client, tier=tier_name, model=model, route=self.route, body=raw,
+            created_at=now, deadline=now + tier.max_delay_s, stream=stream, callback_url=callback,
+            traceparent=headers.get("traceparent") or "",
+        )
+        await store.enqueue(job, int(tier.max_delay_s) + gw.config.queue.result_ttl_s)
+        out["X-Gateway-Job-Id"] = job.id
+        out["X-Gateway-Attempts"] = "0"
+        if path is Path.ASYNC:
+            out["Location"] = f"/v1/jobs/{job.id}"
+            self._finish(tier_name, model, 202, started, out, client, None, None)
+            return Response(orjson.dumps(job.to_object()), status_code=202, headers=out, media_type="application/json")
+        done = await notifier.wait(store, job.id, tier.hold_s) if tier.hold_s > 0 else None
+        if done is None or not done.status.terminal:
+            raise RequestDeferred(
+                f"The request was deferred and is still running; fetch its result from /v1/jobs/{job.id}.",
+                headers={"Retry-After": str(max(int(tier.hold_s), 1)), "X-Gateway-Job-Id": job.id},
+                extra={"job_id": job.id},
+            )
+        out["X-Gateway-Deferred"] = "true"
+        out["X-Gateway-Attempts"] = str(done.attempts)
+        if done.target:
+            out["X-Gateway-Target"] = done.target
+        if done.status is JobStatus.SUCCEEDED and done.response_body:
+            self._finish(tier_name, model, 200, started, out, client, None, None)
+            if stream:
+                options = body.get("stream_options")
+                asked = isinstance(options, dict) and bool(options.get("include_usage"))
+                payload = sse.replay(self.route, orjson.loads(done.response_body), asked)
+                return Response(payload, status_code=200, headers=out, media_type="text/event-stream")
+            return Response(done.response_body, status_code=200, headers=out, media_type="application/json")
+        status = done.response_status or 502
+        self._finish(tier_name, model, status, started, out, client, None, None)
+        error = done.error or {"message": f"The deferred job ended {done.status.value}.", "type": "server_error",
+                               "param": None, "code": f"job_{done.status.value}"}
+        return Response(done.response_body or orjson.dumps({"error": error}), status_code=status, headers=out,
+                        media_type="application/json")
 
     async def _complete(
         self, body: dict[str, Any], tier_name: str, model: str, started: float, out: dict[str, str], client: str
@@ -215,14 +283,7 @@ class Proxy:
         gw = self.gw
         elapsed = time.monotonic() - started
         gw.metrics.request(tier, model, self.metric_route, status, elapsed)
-        usd = 0.0
-        if served is not None and usage is not None:
-            pricing = gw.config.models[model].pricing
-            usd = cost_usd(pricing, usage, Pricing.REALTIME)
-            gw.metrics.usage(
-                served.target.provider, served.target.model, Pricing.REALTIME.value,
-                usage.input_tokens, usage.output_tokens, usd,
-            )
+        usd = gw.meter(model, served.target, usage, batch=False) if served is not None else 0.0
         if gw.access.on:
             gw.access.emit(
                 request_id=out.get("X-Request-Id"),

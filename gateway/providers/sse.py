@@ -53,3 +53,28 @@ def observe(ev: bytes, stats: StreamStats, strip_usage: bool) -> bool:
             stats.usage = Usage.from_openai(obj["usage"])
             return not strip_usage
     return True
+
+
+def replay(route: str, answer: dict, include_usage: bool) -> bytes:
+    """A complete SSE stream equivalent to a non-streaming ``answer``, for deferred stream requests."""
+    base = {k: answer[k] for k in ("id", "created", "model", "system_fingerprint") if k in answer}
+    chunks: list[dict] = []
+    for choice in answer.get("choices") or []:
+        index = choice.get("index", 0)
+        if route == "completions":
+            base["object"] = "text_completion"
+            chunks.append({**base, "choices": [{"index": index, "text": choice.get("text", ""), "finish_reason": None, "logprobs": None}]})
+            chunks.append({**base, "choices": [{"index": index, "text": "", "finish_reason": choice.get("finish_reason"), "logprobs": None}]})
+            continue
+        base["object"] = "chat.completion.chunk"
+        message = choice.get("message") or {}
+        delta: dict = {"role": message.get("role", "assistant"), "content": message.get("content")}
+        if message.get("refusal"):
+            delta["refusal"] = message["refusal"]
+        if message.get("tool_calls"):
+            delta["tool_calls"] = [{"index": i, **call} for i, call in enumerate(message["tool_calls"])]
+        chunks.append({**base, "choices": [{"index": index, "delta": delta, "finish_reason": None}]})
+        chunks.append({**base, "choices": [{"index": index, "delta": {}, "finish_reason": choice.get("finish_reason")}]})
+    if include_usage and answer.get("usage"):
+        chunks.append({**base, "choices": [], "usage": answer["usage"]})
+    return b"".join(event(orjson.dumps(c)) for c in chunks) + DONE

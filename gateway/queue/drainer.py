@@ -1,0 +1,207 @@
+"""The drainer: takes deferred jobs off the streams in mini-batches and serves them.
+
+Jobs go through the same router as sync traffic (fallback, circuits, admission),
+so a drain only gets the concurrency that sync tiers leave free, and within the
+provider's envelope. Delivery is at least once: an entry is acked only when its
+job is terminal, a crashed worker's entries are reclaimed after the visibility
+timeout, and completion is idempotent, so a job ends exactly once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import TYPE_CHECKING, Any
+
+import orjson
+
+from gateway.errors import CircuitOpen, GatewayError, QueueUnavailable, Saturated, UpstreamRejected
+from gateway.queue import webhook
+from gateway.queue.job import Job, JobStatus, Via
+from gateway.queue.store import Entry, Outcome, QueueStore
+
+if TYPE_CHECKING:
+    from gateway.app import Gateway
+
+log = logging.getLogger("gateway.drainer")
+
+STRIP_FOR_DRAIN = ("stream", "stream_options")
+
+
+def estimate_tokens(body: dict[str, Any]) -> int:
+    """Tokens a request may use, for the TPM envelope: prompt characters / 4 plus the output cap."""
+    chars = len(orjson.dumps(body.get("messages") or body.get("prompt") or body.get("input") or ""))
+    cap = body.get("max_completion_tokens") or body.get("max_tokens") or 256
+    return chars // 4 + (cap if isinstance(cap, int) else 256)
+
+
+def retry_delay_s(attempts: int) -> float:
+    return min(0.5 * 2 ** max(attempts - 1, 0), 30.0)
+
+
+class Drainer:
+    def __init__(self, gateway: Gateway, store: QueueStore) -> None:
+        self.gw = gateway
+        self.store = store
+        self.q = gateway.config.queue
+        self.active: dict[str, Entry] = {}
+        self.stopping = False
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._slot_free = asyncio.Event()
+
+    async def run(self) -> None:
+        """Fetch and dispatch until stopped; Redis outages back off instead of crashing."""
+        backoff = 0.1
+        while not self.stopping:
+            free = self.q.mini_batch_size - len(self.active)
+            if free <= 0:
+                self._slot_free.clear()
+                await self._slot_free.wait()
+                continue
+            try:
+                entries = await self.store.fetch(free, int(self.q.mini_batch_wait_s * 1000) or 1)
+                backoff = 0.1
+            except QueueUnavailable:
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 5.0)
+                continue
+            for entry in entries:
+                self._dispatch(entry)
+        await self.drain_in_flight(timeout=10.0)
+
+    async def reclaim_loop(self) -> None:
+        """Take over entries whose worker went silent, and keep our own from looking silent."""
+        vis_ms = int(self.q.visibility_timeout_s * 1000)
+        while not self.stopping:
+            await asyncio.sleep(self.q.visibility_timeout_s / 3)
+            try:
+                if self.active:
+                    await self.store.heartbeat(list(self.active.values()))
+                for tier in self.store.tiers:
+                    free = self.q.mini_batch_size - len(self.active)
+                    if free <= 0:
+                        break
+                    for entry in await self.store.reclaim(tier, vis_ms, free):
+                        if entry.entry_id not in self.active:
+                            log.info("reclaimed a job from a silent worker", extra={"fields": {"tier": tier}})
+                            self._dispatch(entry)
+            except QueueUnavailable:
+                continue
+
+    async def drain_in_flight(self, timeout: float) -> None:
+        if self._tasks:
+            await asyncio.wait(set(self._tasks), timeout=timeout)
+
+    def _dispatch(self, entry: Entry) -> None:
+        self.active[entry.entry_id] = entry
+        task = asyncio.get_running_loop().create_task(self._process(entry), name=f"job-{entry.job_id[:12]}")
+        self._tasks.add(task)
+        task.add_done_callback(lambda t, e=entry: self._done(t, e))
+
+    def _done(self, task: asyncio.Task[None], entry: Entry) -> None:
+        self._tasks.discard(task)
+        self.active.pop(entry.entry_id, None)
+        self._slot_free.set()
+        if not task.cancelled() and task.exception() is not None:
+            log.error("job processing failed", exc_info=task.exception())
+
+    async def _process(self, entry: Entry) -> None:
+        try:
+            job = await self.store.claim(entry)
+        except QueueUnavailable:
+            return  # still pending in Redis; reclaimed once Redis and the visibility timeout allow
+        if job is None:
+            return
+        if job.attempts > self.q.max_attempts:
+            error = job.error or {"message": "The job failed too many times.", "type": "server_error", "code": "max_attempts"}
+            await self._finish(job, entry, Outcome(JobStatus.FAILED, error=error, dead=True))
+            return
+        if time.time() > job.deadline:
+            error = {"message": "The job passed its deadline before it could run.", "type": "server_error", "code": "expired"}
+            await self._finish(job, entry, Outcome(JobStatus.EXPIRED, error=error))
+            return
+        outcome = await self._serve(job)
+        if outcome is None:  # retryable: back to the queue, unless attempts are used up
+            if job.attempts >= self.q.max_attempts:
+                error = {"message": f"The job failed {job.attempts} times.", "type": "upstream_error", "code": "max_attempts"}
+                await self._finish(job, entry, Outcome(JobStatus.FAILED, error=error, dead=True))
+                return
+            await asyncio.sleep(min(retry_delay_s(job.attempts), max(job.deadline - time.time(), 0)))
+            try:
+                await self.store.requeue(job, entry)
+            except QueueUnavailable:
+                pass
+            return
+        await self._finish(job, entry, outcome)
+
+    async def _serve(self, job: Job) -> Outcome | None:
+        """Run the job through the router; ``None`` means try again later."""
+        gw = self.gw
+        tier = gw.config.tiers[job.tier]
+        body = orjson.loads(job.body)
+        for key in STRIP_FOR_DRAIN:
+            body.pop(key, None)
+        router = gw.router
+        assert router is not None
+        primary = router.targets[job.model][0].provider
+        while True:
+            wait = await self._envelope_wait(primary, body)
+            if wait > 0:
+                if time.time() + wait > job.deadline:
+                    return None
+                await asyncio.sleep(wait)
+                continue
+            try:
+                served = await router.serve(job.model, job.route, body, job.tier, tier, time.monotonic(), stream=False,
+                                            request_id=job.id)
+            except Saturated:
+                if time.time() > job.deadline:
+                    return None
+                await asyncio.sleep(0.05)  # sync traffic holds the slots: wait for what it leaves free
+                continue
+            except CircuitOpen as exc:
+                await asyncio.sleep(min(float(exc.headers.get("Retry-After", "1")), 5.0))
+                return None
+            except UpstreamRejected as exc:
+                return Outcome(JobStatus.FAILED, Via.MINIBATCH, exc.status, exc.render(), exc.body()["error"])
+            except GatewayError as exc:
+                job.error = exc.body()["error"]
+                await self.store.set_fields(job.id, error=orjson.dumps(job.error))
+                return None
+            served.release()
+            reply = served.reply
+            assert reply is not None
+            gw.meter(job.model, served.target, reply.usage, batch=False)
+            return Outcome(JobStatus.SUCCEEDED, Via.MINIBATCH, 200, reply.body, target=served.target.label)
+
+    async def _envelope_wait(self, provider: str, body: dict[str, Any]) -> float:
+        try:
+            return await self.gw.envelope.take(provider, estimate_tokens(body), self.gw.drain_scale(provider))
+        except QueueUnavailable:
+            return 1.0
+
+    async def _finish(self, job: Job, entry: Entry, outcome: Outcome) -> None:
+        try:
+            first = await self.store.complete(job, entry, outcome)
+        except QueueUnavailable:
+            return  # the entry stays pending and is reclaimed; completion is idempotent
+        if not first:
+            return
+        self.gw.metrics.jobs.labels(job.tier, (outcome.via or Via.MINIBATCH).value, outcome.status.value).inc()
+        if job.callback_url:
+            self.gw.tasks.start(f"webhook-{job.id[:12]}", self._callback(job.id))
+
+    async def _callback(self, job_id: str) -> None:
+        job = await self.store.get(job_id)
+        if job is None or not job.callback_url:
+            return
+        client = self.gw.config_client(job.client)
+        if client is None or not client.webhook_secret:
+            return
+        record = await webhook.deliver(self.gw.http, job.callback_url, job.to_object(), client.webhook_secret,
+                                       client.callback_hosts, self.q.webhook_attempts)
+        try:
+            await self.store.set_fields(job_id, webhook=orjson.dumps(record))
+        except QueueUnavailable:
+            log.warning("could not record a webhook outcome: Redis is unavailable")

@@ -1,0 +1,43 @@
+"""Every Redis key the gateway uses, in one place.
+
+All keys share the hash tag ``{gw}`` (or ``{<namespace>}``), so the Lua scripts
+that touch a job, its stream and the dead-letter stream at once work on Redis
+Cluster: the tag pins them to one slot. Every key has a TTL or an owner that
+deletes it: job hashes expire after their result TTL, stream entries are
+deleted on completion, buckets and mode records carry TTLs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class Keys:
+    namespace: str = "gw"
+    group: str = "drainers"  # the one consumer group every drainer joins
+    @property
+    def tag(self) -> str:
+        return "{" + self.namespace + "}"
+
+    def stream(self, tier: str) -> str:
+        """One stream per tier; entries carry only the job id."""
+        return f"{self.tag}:stream:{tier}"
+
+    def job(self, job_id: str) -> str:
+        """A hash with the job's request, state and result."""
+        return f"{self.tag}:job:{job_id}"
+
+    @property
+    def dead(self) -> str:
+        """Dead letters: jobs that failed ``max_attempts`` times (capped length)."""
+        return f"{self.tag}:dead"
+
+    @property
+    def done_channel(self) -> str:
+        """Pub/sub channel announcing each job that reached a terminal state."""
+        return f"{self.tag}:done"
+
+    def bucket(self, provider: str, kind: str) -> str:
+        """The drain envelope's token bucket for a provider (``rpm`` or ``tpm``)."""
+        return f"{self.tag}:bucket:{provider}:{kind}"
