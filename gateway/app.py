@@ -18,6 +18,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -25,6 +26,7 @@ from starlette.routing import Route
 from gateway.admission import Limiter, TierShare
 from gateway.auth import Authenticator
 from gateway.config import ClientConfig, Config
+from gateway.controller import ModeController
 from gateway.cost import Pricing, cost_usd
 from gateway.errors import GatewayError, MethodNotAllowed, NotFound
 from gateway.observability.logging import AccessLog
@@ -43,6 +45,9 @@ from gateway.severity import Mode
 from gateway.tasks import TaskSet
 
 log = logging.getLogger("gateway")
+
+# A degraded provider still drains, slower, so the drain keeps probing its health.
+DRAIN_SCALE = {Mode.NORMAL: 1.0, Mode.DEGRADED: 0.5, Mode.SHED: 0.25}
 
 
 def error_response(error: GatewayError, headers: dict[str, str] | None = None) -> Response:
@@ -87,6 +92,7 @@ class Gateway:
         self.notifier: Notifier | None = None
         self.envelope: Envelope | None = None
         self.drainer: Drainer | None = None
+        self.controller: ModeController | None = None
         self._ready_cache = (0.0, False)
         self.started_at = time.time()
         self.draining = False
@@ -133,6 +139,9 @@ class Gateway:
         self.envelope = Envelope(
             self.redis, self.keys, {n: (p.rpm, p.tpm) for n, p in self.config.providers.items()}
         )
+        self.controller = ModeController(self.config, self.redis, self.keys, self.metrics)
+        self.router.observers.append(self.controller.observe)
+        self.tasks.start("mode-controller", self.controller.run(), daemon=True)
         self.tasks.start("notifier", self.notifier.run(), daemon=True)
         self.tasks.start("queue-gauges", self._queue_gauges(), daemon=True)
         if self.run_worker:
@@ -144,6 +153,8 @@ class Gateway:
         self.draining = True
         if self.notifier is not None:
             self.notifier.stopping = True
+        if self.controller is not None:
+            self.controller.stopping = True
         if self.drainer is not None:
             self.drainer.stopping = True
             self.drainer._slot_free.set()
@@ -194,7 +205,9 @@ class Gateway:
 
     def drain_scale(self, provider: str) -> float:
         """How much of its envelope a provider's drain may use now (less while it is degraded)."""
-        return 1.0
+        if self.controller is None:
+            return 1.0
+        return DRAIN_SCALE[self.controller.provider_mode(provider)]
 
     async def _queue_gauges(self) -> None:
         """Queue depth and oldest age per tier, refreshed off the request path."""
@@ -211,7 +224,9 @@ class Gateway:
 
     def effective_mode(self, model: str) -> Mode:
         """The mode for a request to ``model``: the most severe of global and first-target provider."""
-        return Mode.NORMAL
+        if self.controller is None:
+            return Mode.NORMAL
+        return self.controller.effective(model)
 
 
 def _safe_url(url: str) -> str:
@@ -240,7 +255,8 @@ async def _unexpected(request: Request, exc: Exception) -> Response:
 
 
 def build_app(gateway: Gateway) -> Starlette:
-    from gateway.api import jobs, openai_routes, probes
+    from gateway.api import admin, jobs, openai_routes, probes
+    from gateway.api.request_ids import RequestIds
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -250,10 +266,12 @@ def build_app(gateway: Gateway) -> Starlette:
         finally:
             await gateway.close()
 
-    routes: list[Any] = [*openai_routes.routes(gateway), *jobs.routes(gateway), *probes.routes(gateway)]
+    routes: list[Any] = [*openai_routes.routes(gateway), *jobs.routes(gateway), *admin.routes(gateway),
+                         *probes.routes(gateway)]
     app = Starlette(
         routes=routes,
         lifespan=lifespan,
+        middleware=[Middleware(RequestIds)],
         exception_handlers={
             HTTPException: _not_found,
             GatewayError: _gateway_error,

@@ -135,6 +135,62 @@ def cmd_simulator(args: argparse.Namespace) -> None:
     _uvicorn_run(build_simulator_app(behaviour, args.seed), args.host, args.port, 5)
 
 
+def _console(args: argparse.Namespace) -> object:
+    from gateway.console import Console
+
+    return Console(args.url, args.admin_key)
+
+
+def cmd_mode(args: argparse.Namespace) -> None:
+    import json
+
+    from gateway.console import parse_ttl
+
+    console = _console(args)
+    if args.action == "show":
+        view = console.call("GET", "/admin/mode")  # type: ignore[attr-defined]
+    elif args.action == "set":
+        if not args.mode or args.mode not in ("normal", "degraded", "shed"):
+            raise SystemExit("gateway: mode set needs MODE: normal, degraded or shed")
+        if not args.reason:
+            raise SystemExit("gateway: mode set needs --reason TEXT (it goes into the audit log)")
+        body: dict[str, object] = {"mode": args.mode, "reason": args.reason}
+        if args.provider:
+            body["provider"] = args.provider
+        if args.ttl:
+            try:
+                body["ttl_s"] = parse_ttl(args.ttl)
+            except ValueError as exc:
+                raise SystemExit(f"gateway: --ttl: {exc}") from None
+        view = console.call("PUT", "/admin/mode", body)  # type: ignore[attr-defined]
+    else:
+        body = {"reason": args.reason} if args.reason else {}
+        if args.provider:
+            body["provider"] = args.provider
+        view = console.call("DELETE", "/admin/mode", body)  # type: ignore[attr-defined]
+    if args.json:
+        print(json.dumps(view, indent=2))
+    else:
+        console.show_modes(view)  # type: ignore[attr-defined]
+
+
+def cmd_status(args: argparse.Namespace) -> None:
+    import json
+
+    console = _console(args)
+    status = console.call("GET", "/admin/status")  # type: ignore[attr-defined]
+    if args.json:
+        print(json.dumps(status, indent=2))
+    else:
+        console.show_status(status)  # type: ignore[attr-defined]
+
+
+def _remote(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--url", help="the gateway (default: $GATEWAY_URL, else http://127.0.0.1:8080)")
+    p.add_argument("--admin-key", help="admin key (default: $GATEWAY_ADMIN_KEY)")
+    p.add_argument("--json", action="store_true", help="print the API's JSON answer")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="gateway", description="Hybrid realtime/batch LLM gateway.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -153,6 +209,19 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("check-config", help="validate a config file")
     p.add_argument("file")
     p.set_defaults(func=cmd_check_config)
+
+    p = sub.add_parser("mode", help="show, set or clear degradation modes on a running gateway")
+    p.add_argument("action", choices=["show", "set", "clear"])
+    p.add_argument("mode", nargs="?", help="normal, degraded or shed (for set)")
+    p.add_argument("--provider", help="scope the mode to one provider (default: global)")
+    p.add_argument("--ttl", help="how long an override lasts, e.g. 90s, 30m, 2h (default: until cleared)")
+    p.add_argument("--reason", help="why (required for set; recorded in the audit log)")
+    _remote(p)
+    p.set_defaults(func=cmd_mode)
+
+    p = sub.add_parser("status", help="what a running gateway is doing: modes, health, queue, admission")
+    _remote(p)
+    p.set_defaults(func=cmd_status)
 
     p = sub.add_parser("simulator", help="run a standalone OpenAI-compatible fake provider")
     p.add_argument("--host", default="127.0.0.1")

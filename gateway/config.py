@@ -172,8 +172,11 @@ class ExitThresholds(Thresholds):
 
 
 class DegradationConfig(_Strict):
+    enabled: bool = True  # automatic control; operators can always set modes
     window_s: float = Field(30.0, gt=0)
     min_samples: int = Field(20, ge=1)
+    # Optional escalation from degraded to shed, when the figures pass these too.
+    shed: Thresholds | None = None
     enter: Thresholds = Field(
         default_factory=lambda: Thresholds(p95_latency_s=8.0, rate_limited_ratio=0.05, error_ratio=0.2)
     )

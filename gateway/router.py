@@ -12,9 +12,10 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from enum import Enum
+from typing import TypeVar
 
 from gateway.admission import Limiter
 from gateway.circuit import Circuit, CircuitState
@@ -33,6 +34,8 @@ from gateway.providers.base import Call, Deadlines, Provider, Reply, Stream
 BACKOFF_BASE_S = 0.25
 BACKOFF_CAP_S = 8.0
 MIN_ATTEMPT_S = 0.05  # no attempt is started with less time than this left
+
+T = TypeVar("T")
 
 
 class Step(str, Enum):
@@ -252,16 +255,22 @@ class Router:
     async def _attempt(self, target: Target, call: Call, stream: bool, deadlines: Deadlines) -> Served:
         provider = self.providers[target.provider]
         t0 = time.monotonic()
+        # The answer (for streams, its first event) is due first_byte_s after the attempt starts, so a
+        # hung target leaves time in the deadline for the next one; the providers enforce the total.
+        first_byte_by = deadlines.deadline
+        if deadlines.first_byte_s is not None:
+            first_byte_by = min(first_byte_by, t0 + deadlines.first_byte_s)
         try:
             if not stream:
-                reply = await provider.complete(call)
+                if deadlines.first_byte_s is None:
+                    reply = await provider.complete(call)
+                else:
+                    reply = await _first_byte(provider.complete(call), first_byte_by)
                 self._observe(Outcome(target.provider, target.model, reply.status, False, time.monotonic() - t0))
                 return Served(target, 0, _noop, reply=reply)
-            opened = await provider.stream(call)
+            opened = await _first_byte(provider.stream(call), first_byte_by)
             rest = opened.__aiter__()
-            wait = deadlines.deadline - time.monotonic()
-            if deadlines.first_byte_s is not None:
-                wait = min(wait, deadlines.first_byte_s)
+            wait = first_byte_by - time.monotonic()
             try:
                 first = await asyncio.wait_for(rest.__anext__(), max(wait, 0.0))
             except asyncio.TimeoutError:
@@ -283,6 +292,15 @@ class Router:
                 Outcome(target.provider, target.model, failure.upstream_status, failure.timeout, time.monotonic() - t0)
             )
             raise
+
+
+async def _first_byte(awaitable: Awaitable[T], by: float) -> T:
+    """``awaitable``'s result, or a retryable timeout failure once the monotonic time ``by`` passes."""
+    try:
+        async with asyncio.timeout(max(by - time.monotonic(), 0.0)):
+            return await awaitable
+    except TimeoutError:
+        raise AttemptFailed("The upstream did not answer in time (first byte).", retryable=True, timeout=True) from None
 
 
 def _noop() -> None:

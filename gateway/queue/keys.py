@@ -41,3 +41,30 @@ class Keys:
     def bucket(self, provider: str, kind: str) -> str:
         """The drain envelope's token bucket for a provider (``rpm`` or ``tpm``)."""
         return f"{self.tag}:bucket:{provider}:{kind}"
+
+    def health_slice(self, scope: str, second: int) -> str:
+        """One second of summed upstream outcomes for a provider or target (expires after the window)."""
+        return f"{self.tag}:health:{scope}:{second}"
+
+    @property
+    def mode_auto(self) -> str:
+        """The automatic controller's state per scope (owned by the lease holder)."""
+        return f"{self.tag}:mode:auto"
+
+    def mode_override(self, scope: str) -> str:
+        """An operator override; its TTL is the override's TTL, and clearing deletes it."""
+        return f"{self.tag}:mode:override:{scope}"
+
+    @property
+    def mode_leader(self) -> str:
+        """The lease naming the replica that evaluates automatic transitions."""
+        return f"{self.tag}:mode:leader"
+
+    @property
+    def mode_channel(self) -> str:
+        return f"{self.tag}:mode:changed"
+
+    @property
+    def audit(self) -> str:
+        """Mode transitions and operator actions (capped length)."""
+        return f"{self.tag}:audit"
