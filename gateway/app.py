@@ -9,11 +9,12 @@ import os
 import secrets
 import socket
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import aiohttp
+import orjson
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 from starlette.applications import Starlette
@@ -35,10 +36,13 @@ from gateway.providers.base import Provider, Usage
 from gateway.providers.openai import OpenAIProvider
 from gateway.providers.simulator import SimulatorProvider
 from gateway.queue import redis_server
+from gateway.queue import webhook
 from gateway.queue.drainer import Drainer
+from gateway.queue.job import Job, Via
 from gateway.queue.envelope import Envelope
 from gateway.queue.keys import Keys
 from gateway.queue.notifier import Notifier
+from gateway.queue.store import Outcome as JobOutcome
 from gateway.queue.store import QueueStore
 from gateway.router import Router, Target
 from gateway.severity import Mode
@@ -93,6 +97,8 @@ class Gateway:
         self.envelope: Envelope | None = None
         self.drainer: Drainer | None = None
         self.controller: ModeController | None = None
+        # Called once per job when it first reaches a terminal state (client batches listen here).
+        self.job_hooks: list[Callable[[Job, JobOutcome], Awaitable[None]]] = []
         self._ready_cache = (0.0, False)
         self.started_at = time.time()
         self.draining = False
@@ -202,6 +208,32 @@ class Gateway:
         usd = cost_usd(self.config.models[model].pricing, usage, kind)
         self.metrics.usage(target.provider, target.model, kind.value, usage.input_tokens, usage.output_tokens, usd)
         return usd
+
+    async def job_finished(self, job: Job, outcome: JobOutcome) -> None:
+        """A job reached its terminal state for the first time: count it, call back, run hooks."""
+        self.metrics.jobs.labels(job.tier, (outcome.via or Via.MINIBATCH).value, outcome.status.value).inc()
+        if job.callback_url:
+            self.tasks.start(f"webhook-{job.id[:12]}", self._callback(job.id))
+        for hook in self.job_hooks:
+            try:
+                await hook(job, outcome)
+            except Exception:  # noqa: BLE001 - one hook's failure must not lose the others
+                log.exception("job hook failed")
+
+    async def _callback(self, job_id: str) -> None:
+        assert self.store is not None
+        job = await self.store.get(job_id)
+        if job is None or not job.callback_url:
+            return
+        client = self.config_client(job.client)
+        if client is None or not client.webhook_secret:
+            return
+        record = await webhook.deliver(self.http, job.callback_url, job.to_object(), client.webhook_secret,
+                                       client.callback_hosts, self.config.queue.webhook_attempts)
+        try:
+            await self.store.set_fields(job_id, webhook=orjson.dumps(record))
+        except GatewayError:
+            log.warning("could not record a webhook outcome: Redis is unavailable")
 
     def drain_scale(self, provider: str) -> float:
         """How much of its envelope a provider's drain may use now (less while it is degraded)."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from enum import Enum
 from typing import Any, Protocol
 
 ROUTES = ("chat/completions", "completions", "embeddings")
@@ -66,6 +67,42 @@ class StreamStats:
     finish_reasons: list[str] = field(default_factory=list)
 
 
+class BatchState(str, Enum):
+    IN_PROGRESS = "in_progress"  # submitted, validating, running or finalizing upstream
+    COMPLETED = "completed"  # ended; results cover every item (each may still have failed)
+    FAILED = "failed"  # the batch as a whole failed (e.g. validation); no item ran
+    EXPIRED = "expired"  # the window ran out; results cover what finished
+    CANCELLED = "cancelled"
+
+
+@dataclass(frozen=True, slots=True)
+class BatchItem:
+    """One request of a provider batch; ``custom_id`` is the job id."""
+
+    custom_id: str
+    route: str
+    body: dict[str, Any]  # OpenAI-shaped request body with the target's model
+
+
+@dataclass(frozen=True, slots=True)
+class BatchResult:
+    """One item's outcome, always in OpenAI shape (providers translate)."""
+
+    custom_id: str
+    status_code: int | None  # the item's HTTP status; None when it never ran
+    body: bytes | None  # the OpenAI-shaped response body on success, or the provider's error body
+    error: dict[str, Any] | None = None  # {"message", "type", "code"} when the item failed
+    usage: Usage | None = None
+
+
+@dataclass(slots=True)
+class BatchPoll:
+    state: BatchState
+    results: list[BatchResult] = field(default_factory=list)  # filled once the batch ended
+    error: str | None = None  # why the batch as a whole failed
+    counts: dict[str, int] = field(default_factory=dict)
+
+
 class Stream(Protocol):
     """An opened SSE stream. Iterating yields whole events (``data: ...\\n\\n``) as they arrive."""
 
@@ -84,9 +121,13 @@ class Provider(Protocol):
 
     async def stream(self, call: Call) -> Stream: ...
 
-    async def submit_batch(self, model: str, calls: list[tuple[str, Call]]) -> str: ...
+    async def submit_batch(self, model: str, items: list[BatchItem]) -> str:
+        """Submit one upstream batch for ``model``; return the provider's batch id."""
+        ...
 
-    async def poll_batch(self, batch_id: str) -> Any: ...
+    async def poll_batch(self, batch_id: str) -> BatchPoll:
+        """The batch's state; once it has ended, every item's result."""
+        ...
 
     async def aclose(self) -> None: ...
 

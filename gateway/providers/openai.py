@@ -18,7 +18,7 @@ import orjson
 from gateway.config import ProviderConfig
 from gateway.errors import AttemptFailed, is_retryable_status
 from gateway.providers import sse
-from gateway.providers.base import Call, Reply, StreamStats, Usage, retry_after_seconds
+from gateway.providers.base import BatchItem, BatchPoll, Call, Reply, StreamStats, Usage, retry_after_seconds
 
 
 def _timeout(call: Call) -> aiohttp.ClientTimeout:
@@ -101,11 +101,11 @@ class OpenAIProvider:
             raise AttemptFailed(f"Upstream answered a stream with content type {ctype or 'none'!r}.", retryable=True)
         return OpenAIStream(resp, call.strip_usage)
 
-    async def submit_batch(self, model: str, calls: list[tuple[str, Call]]) -> str:
-        raise NotImplementedError("provider batches arrive with the batch issue")
+    async def submit_batch(self, model: str, items: list[BatchItem]) -> str:
+        raise NotImplementedError
 
-    async def poll_batch(self, batch_id: str) -> Any:
-        raise NotImplementedError("provider batches arrive with the batch issue")
+    async def poll_batch(self, batch_id: str) -> BatchPoll:
+        raise NotImplementedError
 
     async def aclose(self) -> None:
         return None

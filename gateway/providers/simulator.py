@@ -22,7 +22,7 @@ import orjson
 from gateway.config import SimulatorConfig
 from gateway.errors import AttemptFailed
 from gateway.providers import sse
-from gateway.providers.base import Call, Reply, StreamStats, Usage
+from gateway.providers.base import BatchItem, BatchPoll, Call, Reply, StreamStats, Usage
 
 _WORDS = ("the", "gateway", "routes", "each", "request", "to", "a", "tier", "and", "serves", "it", "well")
 
@@ -175,11 +175,11 @@ class SimulatorProvider:
         self._check(call)
         return SimulatedStream(self, call)
 
-    async def submit_batch(self, model: str, calls: list[tuple[str, Call]]) -> str:
-        raise NotImplementedError("provider batches arrive with the batch issue")
+    async def submit_batch(self, model: str, items: list[BatchItem]) -> str:
+        raise NotImplementedError
 
-    async def poll_batch(self, batch_id: str) -> Any:
-        raise NotImplementedError("provider batches arrive with the batch issue")
+    async def poll_batch(self, batch_id: str) -> BatchPoll:
+        raise NotImplementedError
 
     async def aclose(self) -> None:
         return None

@@ -17,7 +17,6 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from gateway.errors import CircuitOpen, GatewayError, QueueUnavailable, Saturated, UpstreamRejected
-from gateway.queue import webhook
 from gateway.queue.job import Job, JobStatus, Via
 from gateway.queue.store import Entry, Outcome, QueueStore
 
@@ -186,22 +185,5 @@ class Drainer:
             first = await self.store.complete(job, entry, outcome)
         except QueueUnavailable:
             return  # the entry stays pending and is reclaimed; completion is idempotent
-        if not first:
-            return
-        self.gw.metrics.jobs.labels(job.tier, (outcome.via or Via.MINIBATCH).value, outcome.status.value).inc()
-        if job.callback_url:
-            self.gw.tasks.start(f"webhook-{job.id[:12]}", self._callback(job.id))
-
-    async def _callback(self, job_id: str) -> None:
-        job = await self.store.get(job_id)
-        if job is None or not job.callback_url:
-            return
-        client = self.gw.config_client(job.client)
-        if client is None or not client.webhook_secret:
-            return
-        record = await webhook.deliver(self.gw.http, job.callback_url, job.to_object(), client.webhook_secret,
-                                       client.callback_hosts, self.q.webhook_attempts)
-        try:
-            await self.store.set_fields(job_id, webhook=orjson.dumps(record))
-        except QueueUnavailable:
-            log.warning("could not record a webhook outcome: Redis is unavailable")
+        if first:
+            await self.gw.job_finished(job, outcome)

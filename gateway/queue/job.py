@@ -59,6 +59,9 @@ class Job:
     callback_url: str = ""
     webhook: dict[str, Any] | None = None
     target: str = ""
+    batch_id: str = ""  # the client-facing batch this job is a line of
+    custom_id: str = ""  # that line's custom_id
+    realtime_only: bool = False  # never pack into a provider batch (e.g. after one failed)
 
     def to_hash(self) -> dict[str, bytes | str | int | float]:
         h: dict[str, bytes | str | int | float] = {
@@ -66,6 +69,7 @@ class Job:
             "body": self.body, "created_at": self.created_at, "deadline": self.deadline,
             "status": self.status.value, "attempts": self.attempts, "stream": int(self.stream),
             "traceparent": self.traceparent, "callback_url": self.callback_url,
+            "batch_id": self.batch_id, "custom_id": self.custom_id, "realtime_only": int(self.realtime_only),
         }
         return h
 
@@ -92,6 +96,7 @@ class Job:
             error=orjson.loads(error) if error else None, stream=s("stream") == "1",
             traceparent=s("traceparent"), callback_url=s("callback_url"),
             webhook=orjson.loads(webhook) if webhook else None, target=s("target"),
+            batch_id=s("batch_id"), custom_id=s("custom_id"), realtime_only=s("realtime_only") == "1",
         )
 
     def to_object(self) -> dict[str, Any]:
