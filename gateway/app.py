@@ -30,6 +30,7 @@ from gateway.config import ClientConfig, Config
 from gateway.controller import ModeController
 from gateway.cost import Pricing, cost_usd
 from gateway.errors import GatewayError, MethodNotAllowed, NotFound
+from gateway.observability import loop_lag
 from gateway.observability.logging import AccessLog
 from gateway.observability.metrics import Metrics
 from gateway.providers.base import Provider, Usage
@@ -37,11 +38,13 @@ from gateway.providers.openai import OpenAIProvider
 from gateway.providers.simulator import SimulatorProvider
 from gateway.queue import redis_server
 from gateway.queue import webhook
+from gateway.queue.batcher import Batcher
 from gateway.queue.drainer import Drainer
 from gateway.queue.job import Job, Via
 from gateway.queue.envelope import Envelope
 from gateway.queue.keys import Keys
 from gateway.queue.notifier import Notifier
+from gateway.queue.poller import Poller
 from gateway.queue.store import Outcome as JobOutcome
 from gateway.queue.store import QueueStore
 from gateway.router import Router, Target
@@ -75,6 +78,7 @@ class Gateway:
         self.config = config
         self.run_worker = run_worker
         self.metrics = Metrics()
+        self.metrics.prime(config)
         self.auth = Authenticator(config)
         self.access = AccessLog(config.server.access_log)
         self.tasks = TaskSet()
@@ -96,6 +100,8 @@ class Gateway:
         self.notifier: Notifier | None = None
         self.envelope: Envelope | None = None
         self.drainer: Drainer | None = None
+        self.batcher: Batcher | None = None
+        self.poller: Poller | None = None
         self.controller: ModeController | None = None
         # Called once per job when it first reaches a terminal state (client batches listen here).
         self.job_hooks: list[Callable[[Job, JobOutcome], Awaitable[None]]] = []
@@ -150,8 +156,13 @@ class Gateway:
         self.tasks.start("mode-controller", self.controller.run(), daemon=True)
         self.tasks.start("notifier", self.notifier.run(), daemon=True)
         self.tasks.start("queue-gauges", self._queue_gauges(), daemon=True)
+        self.tasks.start("loop-lag", loop_lag.sample(self.metrics.loop_lag.observe), daemon=True)
         if self.run_worker:
-            self.drainer = Drainer(self, self.store)
+            self.batcher = Batcher(self, self.store)
+            self.poller = Poller(self, self.store)
+            self.tasks.start("batcher", self.batcher.run(), daemon=True)
+            self.tasks.start("poller", self.poller.run(), daemon=True)
+            self.drainer = Drainer(self, self.store, self.batcher)
             self.tasks.start("drainer", self.drainer.run())
             self.tasks.start("reclaimer", self.drainer.reclaim_loop(), daemon=True)
 
@@ -161,6 +172,9 @@ class Gateway:
             self.notifier.stopping = True
         if self.controller is not None:
             self.controller.stopping = True
+        for loop in (self.batcher, self.poller):
+            if loop is not None:
+                loop.stopping = True
         if self.drainer is not None:
             self.drainer.stopping = True
             self.drainer._slot_free.set()
@@ -202,11 +216,16 @@ class Gateway:
 
     def meter(self, model: str, target: Target, usage: Usage | None, batch: bool) -> float:
         """Count tokens and spend for one served request; return the cost in dollars."""
+        return self.meter_target(model, target.provider, target.model, usage, batch)
+
+    def meter_target(self, model: str, provider: str, target_model: str, usage: Usage | None, batch: bool) -> float:
         if usage is None:
             return 0.0
         kind = Pricing.BATCH if batch else Pricing.REALTIME
-        usd = cost_usd(self.config.models[model].pricing, usage, kind)
-        self.metrics.usage(target.provider, target.model, kind.value, usage.input_tokens, usage.output_tokens, usd)
+        pricing = self.config.models[model].pricing
+        usd = cost_usd(pricing, usage, kind)
+        baseline = cost_usd(pricing, usage, Pricing.REALTIME) if batch else usd
+        self.metrics.usage(provider, target_model, kind.value, usage.input_tokens, usage.output_tokens, usd, baseline)
         return usd
 
     async def job_finished(self, job: Job, outcome: JobOutcome) -> None:
@@ -252,6 +271,8 @@ class Gateway:
                     break
                 self.metrics.queue_depth.labels(tier).set(depth)
                 self.metrics.queue_oldest_age.labels(tier).set(age)
+            with contextlib.suppress(GatewayError):
+                self.metrics.dead_letters.set(await self.store.dead_letters())
             await asyncio.sleep(2.0)
 
     def effective_mode(self, model: str) -> Mode:

@@ -95,6 +95,7 @@ class SimulatorConfig(_Strict):
     output_tokens: int = Field(16, ge=1)
     rate_limited_ratio: float = Field(0.0, ge=0, le=1)
     error_ratio: float = Field(0.0, ge=0, le=1)
+    batch_latency_ms: float = Field(2000.0, ge=0)  # how long a provider batch takes to complete
 
 
 class ProviderConfig(_Strict):
@@ -107,6 +108,8 @@ class ProviderConfig(_Strict):
     rpm: int | None = Field(None, ge=1)
     tpm: int | None = Field(None, ge=1)
     batch: bool = False
+    # The provider's batch completion window: only jobs that accept a delay this long are packed.
+    batch_window_s: float = Field(86400.0, gt=0)
     circuit: CircuitConfig = Field(default_factory=CircuitConfig)
     simulator: SimulatorConfig = Field(default_factory=SimulatorConfig)
 
@@ -153,6 +156,7 @@ class QueueConfig(_Strict):
     mini_batch_wait_s: float = Field(1.0, ge=0)
     provider_batch_min_items: int = Field(100, ge=1)
     provider_batch_max_wait_s: float = Field(600.0, ge=0)
+    provider_batch_poll_s: float = Field(30.0, gt=0)  # first poll of a submitted batch; later polls back off
     max_attempts: int = Field(5, ge=1)
     # A job taken by a worker that then goes silent this long is reclaimed by another.
     visibility_timeout_s: float = Field(60.0, gt=0)

@@ -20,6 +20,7 @@ from starlette.routing import Route
 
 from gateway.config import SimulatorConfig
 from gateway.providers.simulator import Simulator
+from gateway.simulator_batches import FakeBatchAPI
 
 
 def _json(obj: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
@@ -73,8 +74,10 @@ def build_simulator_app(behaviour: SimulatorConfig | None = None, seed: int | No
                 return _json({"error": {"message": str(exc), "type": "invalid_request_error", "param": None, "code": None}}, 400)
         return _json({**sim.behaviour.model_dump(), "calls": sim.calls})
 
+    batches = FakeBatchAPI(sim)
     return Starlette(
         routes=[
+            *batches.routes(),
             Route("/v1/chat/completions", serve("chat/completions"), methods=["POST"]),
             Route("/v1/completions", serve("completions"), methods=["POST"]),
             Route("/v1/embeddings", serve("embeddings"), methods=["POST"]),

@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any, Protocol
 
+import orjson
+
 ROUTES = ("chat/completions", "completions", "embeddings")
 
 
@@ -147,3 +149,22 @@ def retry_after_seconds(headers: Any) -> float | None:
         except ValueError:
             return None
     return None
+
+
+def batch_results(content: bytes) -> list[BatchResult]:
+    """Lines of an OpenAI batch output or error file, as results."""
+    out = []
+    for raw in content.splitlines():
+        if not raw.strip():
+            continue
+        line = orjson.loads(raw)
+        response = line.get("response") or {}
+        status = response.get("status_code")
+        body = response.get("body")
+        error = line.get("error")
+        if error is None and status is not None and status != 200 and isinstance(body, dict):
+            error = body.get("error")
+        usage = Usage.from_openai(body.get("usage")) if isinstance(body, dict) and status == 200 else None
+        out.append(BatchResult(str(line.get("custom_id")), status, orjson.dumps(body) if body is not None else None,
+                               error, usage))
+    return out

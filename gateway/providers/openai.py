@@ -18,7 +18,7 @@ import orjson
 from gateway.config import ProviderConfig
 from gateway.errors import AttemptFailed, is_retryable_status
 from gateway.providers import sse
-from gateway.providers.base import BatchItem, BatchPoll, Call, Reply, StreamStats, Usage, retry_after_seconds
+from gateway.providers.base import BatchItem, BatchPoll, BatchState, Call, Reply, batch_results, StreamStats, Usage, retry_after_seconds
 
 
 def _timeout(call: Call) -> aiohttp.ClientTimeout:
@@ -47,6 +47,16 @@ async def _status_failure(resp: aiohttp.ClientResponse) -> AttemptFailed:
         upstream_body=body[:65536],
         upstream_content_type=resp.headers.get("content-type"),
     )
+
+
+BATCH_MAX_LINES = 50_000
+BATCH_MAX_BYTES = 200 * 1024 * 1024
+_BATCH_STATES = {
+    "completed": BatchState.COMPLETED,
+    "failed": BatchState.FAILED,
+    "expired": BatchState.EXPIRED,
+    "cancelled": BatchState.CANCELLED,
+}
 
 
 class OpenAIProvider:
@@ -101,11 +111,62 @@ class OpenAIProvider:
             raise AttemptFailed(f"Upstream answered a stream with content type {ctype or 'none'!r}.", retryable=True)
         return OpenAIStream(resp, call.strip_usage)
 
+    async def _call(self, method: str, path: str, data: Any = None, json_body: bool = False) -> tuple[int, bytes]:
+        """One batch-API request (off the hot path); transport errors become ``AttemptFailed``."""
+        headers = {k: v for k, v in self._headers.items() if json_body or k != "Content-Type"}
+        try:
+            async with self._session.request(method, f"{self.base_url}{path}", headers=headers, data=data,
+                                             timeout=aiohttp.ClientTimeout(total=120)) as resp:
+                body = await resp.read()
+                if resp.status >= 300:
+                    raise AttemptFailed(
+                        f"Upstream answered {resp.status} to {method} {path}.",
+                        retryable=is_retryable_status(resp.status), upstream_status=resp.status,
+                        retry_after=retry_after_seconds(resp.headers), upstream_body=body[:65536],
+                        upstream_content_type=resp.headers.get("content-type"),
+                    )
+                return resp.status, body
+        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+            raise _transport_failure(exc, "batch") from None
+
     async def submit_batch(self, model: str, items: list[BatchItem]) -> str:
-        raise NotImplementedError
+        """Upload the items as a JSONL file (purpose ``batch``) and create a 24 h batch over it."""
+        if not items:
+            raise ValueError("an empty batch")
+        if len(items) > BATCH_MAX_LINES:
+            raise ValueError(f"a batch holds at most {BATCH_MAX_LINES} lines")
+        endpoint = f"/v1/{items[0].route}"
+        lines = b"".join(
+            orjson.dumps({"custom_id": i.custom_id, "method": "POST", "url": endpoint, "body": i.body}) + b"\n"
+            for i in items
+        )
+        if len(lines) > BATCH_MAX_BYTES:
+            raise ValueError(f"a batch file holds at most {BATCH_MAX_BYTES} bytes")
+        form = aiohttp.FormData()
+        form.add_field("purpose", "batch")
+        form.add_field("file", lines, filename=f"{model}-batch.jsonl", content_type="application/jsonl")
+        _, raw = await self._call("POST", "/files", data=form)
+        file_id = orjson.loads(raw)["id"]
+        payload = {"input_file_id": file_id, "endpoint": endpoint, "completion_window": "24h",
+                   "metadata": {"source": "gateway"}}
+        _, raw = await self._call("POST", "/batches", data=orjson.dumps(payload), json_body=True)
+        return str(orjson.loads(raw)["id"])
 
     async def poll_batch(self, batch_id: str) -> BatchPoll:
-        raise NotImplementedError
+        _, raw = await self._call("GET", f"/batches/{batch_id}")
+        batch = orjson.loads(raw)
+        state = _BATCH_STATES.get(batch.get("status", ""), BatchState.IN_PROGRESS)
+        poll = BatchPoll(state, counts=batch.get("request_counts") or {})
+        if state is BatchState.IN_PROGRESS:
+            return poll
+        if state is BatchState.FAILED:
+            errors = (batch.get("errors") or {}).get("data") or []
+            poll.error = "; ".join(str(e.get("message")) for e in errors) or "the batch failed"
+        for key in ("output_file_id", "error_file_id"):
+            if batch.get(key):
+                _, content = await self._call("GET", f"/files/{batch[key]}/content")
+                poll.results.extend(batch_results(content))
+        return poll
 
     async def aclose(self) -> None:
         return None

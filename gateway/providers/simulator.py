@@ -22,7 +22,7 @@ import orjson
 from gateway.config import SimulatorConfig
 from gateway.errors import AttemptFailed
 from gateway.providers import sse
-from gateway.providers.base import BatchItem, BatchPoll, Call, Reply, StreamStats, Usage
+from gateway.providers.base import BatchItem, BatchPoll, BatchState, Call, batch_results, Reply, StreamStats, Usage
 
 _WORDS = ("the", "gateway", "routes", "each", "request", "to", "a", "tier", "and", "serves", "it", "well")
 
@@ -114,6 +114,24 @@ class Simulator:
         choice = {"index": 0, "message": message, "finish_reason": "stop", "logprobs": None}
         return {"id": ident, "object": "chat.completion", "created": now, "model": model, "choices": [choice], "usage": usage}
 
+    def run_batch(self, route: str, lines: list[dict[str, Any]]) -> tuple[list[bytes], list[bytes]]:
+        """Answer every line (``custom_id``, ``body``) of a batch; return OpenAI output and error file lines."""
+        out, err = [], []
+        for line in lines:
+            body = line.get("body") or {}
+            fault = self.fault()
+            record: dict[str, Any] = {"id": f"batch_req_{self._rng.getrandbits(64):016x}", "custom_id": line.get("custom_id"),
+                                      "error": None}
+            rid = f"req_{self._rng.getrandbits(64):016x}"
+            if fault.status != 200:
+                record["response"] = {"status_code": fault.status, "request_id": rid, "body": orjson.loads(self.error_body(fault))}
+                err.append(orjson.dumps(record))
+            else:
+                answer = self.answer(route, str(body.get("model", "")), body)
+                record["response"] = {"status_code": 200, "request_id": rid, "body": answer}
+                out.append(orjson.dumps(record))
+        return out, err
+
     def chunks(self, route: str, model: str, body: dict[str, Any]) -> list[bytes]:
         """The events of a streamed answer, ``[DONE]`` included; usage only when asked for."""
         full = self.answer(route, model, body)
@@ -144,6 +162,7 @@ class SimulatorProvider:
     def __init__(self, name: str, behaviour: SimulatorConfig) -> None:
         self.name = name
         self.simulator = Simulator(behaviour)
+        self._batches: dict[str, tuple[float, list[BatchItem]]] = {}
 
     def _check(self, call: Call) -> None:
         fault = self.simulator.fault()
@@ -176,10 +195,24 @@ class SimulatorProvider:
         return SimulatedStream(self, call)
 
     async def submit_batch(self, model: str, items: list[BatchItem]) -> str:
-        raise NotImplementedError
+        """An in-memory batch that completes after the behaviour's ``batch_latency_ms``."""
+        batch_id = f"simbatch_{self.simulator._rng.getrandbits(64):016x}"
+        ready = time.monotonic() + self.simulator.behaviour.batch_latency_ms / 1000.0
+        self._batches[batch_id] = (ready, items)
+        return batch_id
 
     async def poll_batch(self, batch_id: str) -> BatchPoll:
-        raise NotImplementedError
+        if batch_id not in self._batches:
+            # In-memory batches do not survive a restart; the poller re-queues their jobs.
+            return BatchPoll(BatchState.EXPIRED, error="the simulator forgot this batch (restarted)")
+        ready, items = self._batches[batch_id]
+        if time.monotonic() < ready:
+            return BatchPoll(BatchState.IN_PROGRESS)
+        del self._batches[batch_id]
+        route = items[0].route if items else "chat/completions"
+        out, err = self.simulator.run_batch(route, [{"custom_id": i.custom_id, "body": i.body} for i in items])
+        results = batch_results(b"\n".join(out + err))
+        return BatchPoll(BatchState.COMPLETED, results, counts={"total": len(items), "completed": len(out), "failed": len(err)})
 
     async def aclose(self) -> None:
         return None

@@ -22,6 +22,7 @@ from gateway.queue.store import Entry, Outcome, QueueStore
 
 if TYPE_CHECKING:
     from gateway.app import Gateway
+    from gateway.queue.batcher import Batcher
 
 log = logging.getLogger("gateway.drainer")
 
@@ -40,9 +41,10 @@ def retry_delay_s(attempts: int) -> float:
 
 
 class Drainer:
-    def __init__(self, gateway: Gateway, store: QueueStore) -> None:
+    def __init__(self, gateway: Gateway, store: QueueStore, batcher: Batcher | None = None) -> None:
         self.gw = gateway
         self.store = store
+        self.batcher = batcher
         self.q = gateway.config.queue
         self.active: dict[str, Entry] = {}
         self.stopping = False
@@ -119,6 +121,13 @@ class Drainer:
         if time.time() > job.deadline:
             error = {"message": "The job passed its deadline before it could run.", "type": "server_error", "code": "expired"}
             await self._finish(job, entry, Outcome(JobStatus.EXPIRED, error=error))
+            return
+        group = self.batcher.group_for(job) if self.batcher is not None else None
+        if group is not None:
+            try:
+                await self.batcher.stage(job, entry, group)  # type: ignore[union-attr]
+            except QueueUnavailable:
+                pass  # still pending: reclaimed and staged again later
             return
         outcome = await self._serve(job)
         if outcome is None:  # retryable: back to the queue, unless attempts are used up

@@ -68,3 +68,25 @@ class Keys:
     def audit(self) -> str:
         """Mode transitions and operator actions (capped length)."""
         return f"{self.tag}:audit"
+
+    def staging(self, group: str) -> str:
+        """Jobs waiting to be packed into one provider batch (sorted by enqueue time; owned by the batcher)."""
+        return f"{self.tag}:staging:{group}"
+
+    @property
+    def staging_groups(self) -> str:
+        """The (provider, model, route) groups that have staged jobs."""
+        return f"{self.tag}:staging:groups"
+
+    def provider_batch(self, batch_key: str) -> str:
+        """A submitted provider batch: its provider, model, job ids and poll schedule (deleted when done)."""
+        return f"{self.tag}:pbatch:{batch_key}"
+
+    @property
+    def provider_batches(self) -> str:
+        """The set of submitted provider batches not yet finished."""
+        return f"{self.tag}:pbatches"
+
+    def lease(self, name: str) -> str:
+        """A short lease (SET NX PX) so one replica at a time does ``name``."""
+        return f"{self.tag}:lease:{name}"

@@ -90,6 +90,41 @@ redis.call('PUBLISH', ARGV[3], ARGV[4])
 return 'cancelled'
 """
 
+# KEYS: job, stream, staging, groups. ARGV: group, entry, score, staging group name.
+# Moves a claimed job from its stream to a provider-batch staging set; it is queued again, not running.
+_STAGE = """
+redis.call('XACK', KEYS[2], ARGV[1], ARGV[2])
+redis.call('XDEL', KEYS[2], ARGV[2])
+local status = redis.call('HGET', KEYS[1], 'status')
+if status ~= 'running' then return 0 end
+redis.call('HSET', KEYS[1], 'status', 'queued')
+redis.call('HINCRBY', KEYS[1], 'attempts', -1)
+redis.call('ZADD', KEYS[3], ARGV[3], redis.call('HGET', KEYS[1], 'id'))
+redis.call('SADD', KEYS[4], ARGV[4])
+return 1
+"""
+
+# KEYS: job, stream. Back to the realtime path (never a provider batch again) unless already over.
+_RESUBMIT = """
+local status = redis.call('HGET', KEYS[1], 'status')
+if not status or status == 'succeeded' or status == 'failed' or status == 'cancelled' or status == 'expired' then
+  return false
+end
+local entry = redis.call('XADD', KEYS[2], '*', 'j', redis.call('HGET', KEYS[1], 'id'))
+redis.call('HSET', KEYS[1], 'status', 'queued', 'realtime_only', '1', 'entry', entry)
+return entry
+"""
+
+# Take a lease if free or ours: KEYS lease; ARGV me, ttl_ms.
+LEASE = """
+local holder = redis.call('GET', KEYS[1])
+if not holder or holder == ARGV[1] then
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+  return 1
+end
+return 0
+"""
+
 
 @dataclass(frozen=True, slots=True)
 class Entry:
@@ -121,6 +156,9 @@ class QueueStore:
         self._complete = redis.register_script(_COMPLETE)
         self._requeue = redis.register_script(_REQUEUE)
         self._cancel = redis.register_script(_CANCEL)
+        self._stage = redis.register_script(_STAGE)
+        self._resubmit = redis.register_script(_RESUBMIT)
+        self._lease = redis.register_script(LEASE)
         self._groups_ready = False
 
     async def _io(self, op: Callable[[], Awaitable[T]]) -> T:
@@ -223,6 +261,33 @@ class QueueStore:
             )
 
         await self._io(op)
+
+    async def stage(self, job: Job, entry: Entry, group: str) -> bool:
+        """Move a claimed job into the staging set of a provider-batch group."""
+        async def op() -> Any:
+            return await self._stage(
+                keys=[self.keys.job(job.id), self.keys.stream(entry.tier), self.keys.staging(group), self.keys.staging_groups],
+                args=[self.keys.group, entry.entry_id, job.created_at, group],
+            )
+
+        return bool(await self._io(op))
+
+    async def resubmit(self, job_id: str, tier: str) -> bool:
+        """Send a job back to its tier's stream for the realtime path."""
+        async def op() -> Any:
+            return await self._resubmit(keys=[self.keys.job(job_id), self.keys.stream(tier)])
+
+        return bool(await self._io(op))
+
+    async def jobs(self, job_ids: Sequence[str]) -> list[Job | None]:
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for job_id in job_ids:
+                pipe.hgetall(self.keys.job(job_id))
+            rows = await self._io(pipe.execute)
+        return [Job.from_hash(r) if r else None for r in rows]
+
+    async def lease(self, name: str, me: str, ttl_ms: int) -> bool:
+        return bool(await self._io(lambda: self._lease(keys=[self.keys.lease(name)], args=[me, ttl_ms])))
 
     async def set_fields(self, job_id: str, **fields: Any) -> None:
         await self._io(lambda: self.redis.hset(self.keys.job(job_id), mapping=fields))
