@@ -16,6 +16,9 @@ from typing import Any
 import aiohttp
 import orjson
 import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -33,12 +36,15 @@ from gateway.errors import GatewayError, MethodNotAllowed, NotFound
 from gateway.observability import loop_lag
 from gateway.observability.logging import AccessLog
 from gateway.observability.metrics import Metrics
+from gateway.observability.tracing import Tracing
 from gateway.providers.base import Provider, Usage
+from gateway.providers.anthropic import AnthropicProvider
 from gateway.providers.openai import OpenAIProvider
 from gateway.providers.simulator import SimulatorProvider
 from gateway.queue import redis_server
 from gateway.queue import webhook
 from gateway.queue.batcher import Batcher
+from gateway.queue.client_batches import ClientBatches
 from gateway.queue.drainer import Drainer
 from gateway.queue.job import Job, Via
 from gateway.queue.envelope import Envelope
@@ -74,10 +80,12 @@ class Gateway:
         run_worker: bool = True,
         redis_url: str | None = None,
         private_redis: redis_server.PrivateRedis | None = None,
+        tracing: Tracing | None = None,
     ) -> None:
         self.config = config
         self.run_worker = run_worker
         self.metrics = Metrics()
+        self.tracing = tracing if tracing is not None else Tracing.from_env()
         self.metrics.prime(config)
         self.auth = Authenticator(config)
         self.access = AccessLog(config.server.access_log)
@@ -103,6 +111,7 @@ class Gateway:
         self.batcher: Batcher | None = None
         self.poller: Poller | None = None
         self.controller: ModeController | None = None
+        self.batches: ClientBatches | None = None  # the client-facing Batch API (files and batches)
         # Called once per job when it first reaches a terminal state (client batches listen here).
         self.job_hooks: list[Callable[[Job, JobOutcome], Awaitable[None]]] = []
         self._ready_cache = (0.0, False)
@@ -126,6 +135,8 @@ class Gateway:
                 self.providers[name] = OpenAIProvider(name, p, self._session)
             elif p.kind == "simulator":
                 self.providers[name] = SimulatorProvider(name, p.simulator)
+            elif p.kind == "anthropic":
+                self.providers[name] = AnthropicProvider(name, p, self._session)
             else:
                 raise NotImplementedError(f"provider kind {p.kind!r} is not available yet")
         self.router = Router(
@@ -135,23 +146,28 @@ class Gateway:
             observers=[self.metrics.upstream],
             on_fallback=self._on_fallback,
             on_circuit=self.metrics.circuit,
+            tracing=self.tracing,
         )
         if not self._resolved:
             self.redis_url, self._private_redis = await redis_server.resolve(
                 self.config.redis.url, self.config.redis.private, Path(self.config.redis.private_dir)
             )
         self.redis = aioredis.Redis.from_url(
-            self.redis_url, socket_connect_timeout=2.0, socket_timeout=5.0, health_check_interval=15
+            self.redis_url, socket_connect_timeout=2.0, socket_timeout=5.0, health_check_interval=15,
+            # After a Redis restart every pooled connection is stale and fails once; retry on a fresh one.
+            retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), 2), retry_on_error=[RedisConnectionError],
         )
         if not await self.redis_ready():
             log.warning("Redis at %s does not answer; deferral is unavailable until it does", _safe_url(self.redis_url))
         consumer = f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
         self.store = QueueStore(self.redis, self.keys, self.tier_order, self.config.queue.result_ttl_s, consumer)
         self.notifier = Notifier(self.redis, self.keys)
+        self.batches = ClientBatches(self)
+        self.batches.start()
         self.envelope = Envelope(
             self.redis, self.keys, {n: (p.rpm, p.tpm) for n, p in self.config.providers.items()}
         )
-        self.controller = ModeController(self.config, self.redis, self.keys, self.metrics)
+        self.controller = ModeController(self.config, self.redis, self.keys, self.metrics, self.tracing)
         self.router.observers.append(self.controller.observe)
         self.tasks.start("mode-controller", self.controller.run(), daemon=True)
         self.tasks.start("notifier", self.notifier.run(), daemon=True)
@@ -187,6 +203,7 @@ class Gateway:
             await self.redis.aclose()
         if self._private_redis is not None:
             self._private_redis.stop()
+        self.tracing.shutdown()
 
     def _on_fallback(self, model: str, source: Target, dest: Target) -> None:
         self.metrics.fallback(model, source.label, dest.label)
@@ -308,7 +325,7 @@ async def _unexpected(request: Request, exc: Exception) -> Response:
 
 
 def build_app(gateway: Gateway) -> Starlette:
-    from gateway.api import admin, jobs, openai_routes, probes
+    from gateway.api import admin, files_batches, jobs, openai_routes, probes
     from gateway.api.request_ids import RequestIds
 
     @contextlib.asynccontextmanager
@@ -320,7 +337,7 @@ def build_app(gateway: Gateway) -> Starlette:
             await gateway.close()
 
     routes: list[Any] = [*openai_routes.routes(gateway), *jobs.routes(gateway), *admin.routes(gateway),
-                         *probes.routes(gateway)]
+                         *probes.routes(gateway), *files_batches.routes(gateway)]
     app = Starlette(
         routes=routes,
         lifespan=lifespan,

@@ -25,6 +25,7 @@ from gateway.errors import QueueUnavailable
 from gateway.health import Slice, Window, figures
 from gateway.modes import GLOBAL, AutoState, Override, Source, effective, resolve, transition
 from gateway.observability.metrics import Metrics
+from gateway.observability.tracing import Tracing
 from gateway.queue.keys import Keys
 from gateway.router import Outcome
 from gateway.severity import Mode
@@ -59,8 +60,10 @@ class ScopeView:
 
 
 class ModeController:
-    def __init__(self, config: Config, redis: aioredis.Redis, keys: Keys, metrics: Metrics) -> None:
+    def __init__(self, config: Config, redis: aioredis.Redis, keys: Keys, metrics: Metrics,
+                 tracing: Tracing | None = None) -> None:
         self.config = config
+        self.tracing = tracing or Tracing()
         self.cfg = config.degradation
         self.redis = redis
         self.keys = keys
@@ -195,6 +198,10 @@ class ModeController:
         entry = {"time": time.time(), "scope": scope, "from": frm.value, "to": to.value, "source": source,
                  "actor": actor, "reason": reason, "figures": figs}
         self.metrics.mode_transitions.labels(scope, frm.value, to.value, source).inc()
+        if self.tracing.enabled:
+            self.tracing.event("gateway.mode.transition", {"gateway.scope": scope, "gateway.mode.from": frm.value,
+                                                           "gateway.mode.to": to.value, "gateway.mode.source": source,
+                                                           "gateway.mode.reason": reason})
         log.warning("mode %s: %s -> %s (%s)", scope, frm.value, to.value, source,
                     extra={"fields": {"scope": scope, "from": frm.value, "to": to.value, "source": source,
                                       "actor": actor, "reason": reason}})

@@ -15,7 +15,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from enum import Enum
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from gateway.admission import Limiter
 from gateway.circuit import Circuit, CircuitState
@@ -29,7 +29,8 @@ from gateway.errors import (
     UpstreamRejected,
     UpstreamTimeout,
 )
-from gateway.providers.base import Call, Deadlines, Provider, Reply, Stream
+from gateway.observability.tracing import Tracing
+from gateway.providers.base import Call, Deadlines, Provider, Reply, Stream, Usage
 
 BACKOFF_BASE_S = 0.25
 BACKOFF_CAP_S = 8.0
@@ -112,6 +113,7 @@ class Served:
     stream: Stream | None = None
     first_event: bytes = b""
     rest: AsyncIterator[bytes] | None = None
+    span: Any = None  # the attempt's span, ended when a stream ends (tracing on only)
 
 
 Observer = Callable[[Outcome], None]
@@ -126,8 +128,11 @@ class Router:
         observers: list[Observer] | None = None,
         on_fallback: Callable[[str, Target, Target], None] | None = None,
         on_circuit: Callable[[str, bool], None] | None = None,
+        tracing: Tracing | None = None,
     ) -> None:
         self.providers = providers
+        self.tracing = tracing or Tracing()
+        self._kinds = {n: (p.kind, p.base_url) for n, p in config.providers.items()}
         self.limiters = limiters
         self.observers = observers if observers is not None else []
         self._on_fallback = on_fallback
@@ -205,7 +210,7 @@ class Router:
                 body["model"] = target.model
                 call = Call(route, target.model, body, deadlines, request_id, strip_usage)
                 try:
-                    served = await self._attempt(target, call, stream, deadlines)
+                    served = await self._attempt(target, call, stream, deadlines, attempts, index + 1)
                 except AttemptFailed as failure:
                     limiter.release(tier_name)
                     if failure.counts_against_circuit:
@@ -252,7 +257,31 @@ class Router:
         error.headers["X-Gateway-Attempts"] = str(attempts)
         return error
 
-    async def _attempt(self, target: Target, call: Call, stream: bool, deadlines: Deadlines) -> Served:
+    async def _attempt(
+        self, target: Target, call: Call, stream: bool, deadlines: Deadlines, attempt: int = 1, stage: int = 1
+    ) -> Served:
+        if not self.tracing.enabled:
+            return await self._attempt_io(target, call, stream, deadlines)
+        kind, base_url = self._kinds[target.provider]
+        span = self.tracing.attempt_span(call.route, kind, target.model, base_url, attempt, stage)
+        try:
+            served = await self._attempt_io(target, call, stream, deadlines)
+        except AttemptFailed as failure:
+            error_type = failure.code if failure.upstream_status is None else str(failure.upstream_status)
+            self.tracing.fail(span, error_type, failure.message)
+            span.end()
+            raise
+        except BaseException:
+            span.end()
+            raise
+        if served.reply is not None:
+            annotate(span, served.reply.response_model, served.reply.usage, served.reply.finish_reasons)
+            span.end()
+        else:
+            served.span = span  # ended with the stream, once usage and finish reasons are known
+        return served
+
+    async def _attempt_io(self, target: Target, call: Call, stream: bool, deadlines: Deadlines) -> Served:
         provider = self.providers[target.provider]
         t0 = time.monotonic()
         # The answer (for streams, its first event) is due first_byte_s after the attempt starts, so a
@@ -305,3 +334,14 @@ async def _first_byte(awaitable: Awaitable[T], by: float) -> T:
 
 def _noop() -> None:
     return None
+
+
+def annotate(span: Any, response_model: str | None, usage: Usage | None, finish_reasons: Any) -> None:
+    """GenAI response attributes on an attempt span."""
+    if response_model:
+        span.set_attribute("gen_ai.response.model", response_model)
+    if usage is not None:
+        span.set_attribute("gen_ai.usage.input_tokens", usage.input_tokens)
+        span.set_attribute("gen_ai.usage.output_tokens", usage.output_tokens)
+    if finish_reasons:
+        span.set_attribute("gen_ai.response.finish_reasons", list(finish_reasons))

@@ -31,11 +31,12 @@ from gateway.errors import (
     Saturated,
     ServiceUnavailable,
 )
+from gateway.observability.metrics import deferral_reason
 from gateway.providers import sse
 from gateway.providers.base import Usage
 from gateway.queue.job import Job, JobStatus, new_job_id
 from gateway.queue.webhook import check_callback
-from gateway.router import Served
+from gateway.router import Served, annotate
 from gateway.tiers import Path, choose_path, choose_tier, prefers_async
 
 STREAMABLE = frozenset({"chat/completions", "completions"})
@@ -85,6 +86,17 @@ class Proxy:
         self.metric_route = route.replace("/", ".")
 
     async def handle(self, request: Request) -> Response:
+        tracing = self.gw.tracing
+        if not tracing.enabled:
+            return await self._handle(request)
+        span = tracing.server_span(request.method, request.url.path, request.headers)
+        token = tracing.activate(span)
+        try:
+            return await self._handle(request)
+        finally:
+            tracing.deactivate(token)
+
+    async def _handle(self, request: Request) -> Response:
         gw = self.gw
         started = time.monotonic()
         headers = request.headers
@@ -160,9 +172,11 @@ class Proxy:
         job = Job(
             id=new_job_id(), client=client, tier=tier_name, model=model, route=self.route, body=raw,
             created_at=now, deadline=now + tier.max_delay_s, stream=stream, callback_url=callback,
-            traceparent=headers.get("traceparent") or "",
+            # With tracing on, the worker links back to this request's span; off, the client's context travels.
+            traceparent=gw.tracing.traceparent() if gw.tracing.enabled else headers.get("traceparent") or "",
         )
         await store.enqueue(job, int(tier.max_delay_s) + gw.config.queue.result_ttl_s)
+        gw.metrics.deferral(tier_name, deferral_reason(path.value, tier.async_, out.get("X-Gateway-Mode")))
         out["X-Gateway-Job-Id"] = job.id
         out["X-Gateway-Attempts"] = "0"
         if path is Path.ASYNC:
@@ -225,7 +239,8 @@ class Proxy:
         asked_usage = isinstance(options, dict) and bool(options.get("include_usage"))
         if not asked_usage and (options is None or isinstance(options, dict)):
             # Ask upstream for the usage chunk so the stream can be metered; the client will not see it.
-            body["stream_options"] = {**(options or {}), "include_usage": True}
+            # A copy: if admission defers this request, the hand-off must still see what the client asked.
+            body = {**body, "stream_options": {**(options or {}), "include_usage": True}}
         inflight = gw.metrics.inflight_child(tier_name)
         inflight.inc()
         try:
@@ -240,15 +255,17 @@ class Proxy:
         out["X-Gateway-Attempts"] = str(served.attempts)
         out["Cache-Control"] = "no-cache"
         out["X-Accel-Buffering"] = "no"
+        server_span = gw.tracing.current() if gw.tracing.enabled else None
         return StreamingResponse(
-            self._relay(served, tier_name, model, started, out, client, inflight),
+            self._relay(served, tier_name, model, started, out, client, inflight, server_span),
             status_code=200,
             headers=out,
             media_type="text/event-stream",
         )
 
     async def _relay(
-        self, served: Served, tier_name: str, model: str, started: float, out: dict[str, str], client: str, inflight: Any
+        self, served: Served, tier_name: str, model: str, started: float, out: dict[str, str], client: str,
+        inflight: Any, server_span: Any = None,
     ) -> AsyncIterator[bytes]:
         status = 200
         assert served.stream is not None and served.rest is not None
@@ -267,7 +284,11 @@ class Proxy:
             served.release()
             inflight.dec()
             await served.stream.aclose()
-            self._finish(tier_name, model, status, started, out, client, served, served.stream.stats.usage)
+            stats = served.stream.stats
+            if served.span is not None:
+                annotate(served.span, served.target.model, stats.usage, stats.finish_reasons)
+                served.span.end()
+            self._finish(tier_name, model, status, started, out, client, served, stats.usage, server_span)
 
     def _finish(
         self,
@@ -279,11 +300,15 @@ class Proxy:
         client: str,
         served: Served | None,
         usage: Usage | None,
+        span: Any = None,
     ) -> None:
         gw = self.gw
         elapsed = time.monotonic() - started
         gw.metrics.request(tier, model, self.metric_route, status, elapsed)
         usd = gw.meter(model, served.target, usage, batch=False) if served is not None else 0.0
+        if gw.tracing.enabled:
+            gw.tracing.end_server(span or gw.tracing.current(), status, tier, out.get("X-Gateway-Mode"),
+                                  out.get("X-Gateway-Target"), int(out.get("X-Gateway-Attempts", "0")))
         if gw.access.on:
             gw.access.emit(
                 request_id=out.get("X-Request-Id"),

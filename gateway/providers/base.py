@@ -168,3 +168,11 @@ def batch_results(content: bytes) -> list[BatchResult]:
         out.append(BatchResult(str(line.get("custom_id")), status, orjson.dumps(body) if body is not None else None,
                                error, usage))
     return out
+
+
+def finish_reasons(answer: dict[str, Any]) -> tuple[str, ...]:
+    """The finish reason of each choice of an OpenAI-shaped answer."""
+    choices = answer.get("choices")
+    if not isinstance(choices, list):
+        return ()
+    return tuple(str(c["finish_reason"]) for c in choices if isinstance(c, dict) and c.get("finish_reason"))

@@ -18,7 +18,7 @@ import orjson
 from gateway.config import ProviderConfig
 from gateway.errors import AttemptFailed, is_retryable_status
 from gateway.providers import sse
-from gateway.providers.base import BatchItem, BatchPoll, BatchState, Call, Reply, batch_results, StreamStats, Usage, retry_after_seconds
+from gateway.providers.base import BatchItem, BatchPoll, BatchState, Call, Reply, batch_results, finish_reasons, StreamStats, Usage, retry_after_seconds
 
 
 def _timeout(call: Call) -> aiohttp.ClientTimeout:
@@ -91,7 +91,7 @@ class OpenAIProvider:
             raise AttemptFailed("Upstream answered 200 with a body that is not JSON.", retryable=True) from None
         if not isinstance(obj, dict):
             raise AttemptFailed("Upstream answered 200 with a JSON body that is not an object.", retryable=True)
-        return Reply(200, body, ctype, Usage.from_openai(obj.get("usage")), obj.get("model"))
+        return Reply(200, body, ctype, Usage.from_openai(obj.get("usage")), obj.get("model"), finish_reasons(obj))
 
     async def stream(self, call: Call) -> OpenAIStream:
         timeout = _timeout(call)

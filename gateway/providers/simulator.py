@@ -22,7 +22,7 @@ import orjson
 from gateway.config import SimulatorConfig
 from gateway.errors import AttemptFailed
 from gateway.providers import sse
-from gateway.providers.base import BatchItem, BatchPoll, BatchState, Call, batch_results, Reply, StreamStats, Usage
+from gateway.providers.base import BatchItem, BatchPoll, BatchState, Call, batch_results, finish_reasons, Reply, StreamStats, Usage
 
 _WORDS = ("the", "gateway", "routes", "each", "request", "to", "a", "tier", "and", "serves", "it", "well")
 
@@ -188,7 +188,8 @@ class SimulatorProvider:
         await self._sleep(self.simulator.latency_s(), call)
         self._check(call)
         obj = self.simulator.answer(call.route, call.model, call.body)
-        return Reply(200, orjson.dumps(obj), "application/json", Usage.from_openai(obj.get("usage")), call.model)
+        return Reply(200, orjson.dumps(obj), "application/json", Usage.from_openai(obj.get("usage")), call.model,
+                     finish_reasons(obj))
 
     async def stream(self, call: Call) -> SimulatedStream:
         self._check(call)

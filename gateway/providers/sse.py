@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncIterable, AsyncIterator
 
 import orjson
@@ -9,6 +10,7 @@ import orjson
 from gateway.providers.base import StreamStats, Usage
 
 DONE = b"data: [DONE]\n\n"
+_FINISH = re.compile(rb'"finish_reason":"([a-z_]+)"')
 
 
 def event(payload: bytes) -> bytes:
@@ -40,6 +42,10 @@ def observe(ev: bytes, stats: StreamStats, strip_usage: bool) -> bool:
     Only the final usage chunk (``"choices":[]``) is parsed; other events pass as bytes.
     """
     stats.chunks += 1
+    if b'"finish_reason":"' in ev:
+        m = _FINISH.search(ev)
+        if m:
+            stats.finish_reasons.append(m.group(1).decode())
     if ev == DONE:
         stats.done = True
         return True

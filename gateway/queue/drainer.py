@@ -129,7 +129,7 @@ class Drainer:
             except QueueUnavailable:
                 pass  # still pending: reclaimed and staged again later
             return
-        outcome = await self._serve(job)
+        outcome = await self._traced_serve(job)
         if outcome is None:  # retryable: back to the queue, unless attempts are used up
             if job.attempts >= self.q.max_attempts:
                 error = {"message": f"The job failed {job.attempts} times.", "type": "upstream_error", "code": "max_attempts"}
@@ -142,6 +142,24 @@ class Drainer:
                 pass
             return
         await self._finish(job, entry, outcome)
+
+    async def _traced_serve(self, job: Job) -> Outcome | None:
+        """``_serve`` inside a worker span linked to the request that enqueued the job."""
+        tracing = self.gw.tracing
+        if not tracing.enabled:
+            return await self._serve(job)
+        span = tracing.job_span("gateway.job", job.traceparent, {
+            "gateway.job.id": job.id, "gateway.tier": job.tier, "gateway.job.attempt": job.attempts,
+            "gateway.via": Via.MINIBATCH.value, "gen_ai.request.model": job.model,
+        })
+        token = tracing.activate(span)
+        try:
+            outcome = await self._serve(job)
+            span.set_attribute("gateway.job.status", outcome.status.value if outcome else "requeued")
+            return outcome
+        finally:
+            tracing.deactivate(token)
+            span.end()
 
     async def _serve(self, job: Job) -> Outcome | None:
         """Run the job through the router; ``None`` means try again later."""

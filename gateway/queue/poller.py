@@ -19,6 +19,7 @@ import orjson
 from redis.exceptions import RedisError
 
 from gateway.errors import AttemptFailed, GatewayError, is_retryable_status
+from gateway.observability.tracing import OPERATIONS, PROVIDER_NAMES
 from gateway.providers.base import BatchPoll, BatchResult, BatchState
 from gateway.queue.job import Job, JobStatus, Via
 from gateway.queue.store import Entry, Outcome, QueueStore
@@ -137,5 +138,24 @@ class Poller:
                                   target=target)
                 self.gw.meter_target(job.model, rec["provider"], rec["model"], result.usage if result else None,
                                      batch=True)
+            if self.gw.tracing.enabled:
+                self._trace(job, rec, outcome, result)
             if await self.store.complete(job, Entry(job.tier, "0-0", job.id), outcome):
                 await self.gw.job_finished(job, outcome)
+
+    def _trace(self, job: Job, rec: dict[str, Any], outcome: Outcome, result: BatchResult | None) -> None:
+        """A span per job served by a provider batch, linked to the request that enqueued it."""
+        tracing = self.gw.tracing
+        kind = self.gw.config.providers[rec["provider"]].kind
+        span = tracing.job_span("gateway.job", job.traceparent, {
+            "gateway.job.id": job.id, "gateway.tier": job.tier, "gateway.via": Via.PROVIDER_BATCH.value,
+            "gateway.provider_batch": rec["upstream_id"], "gateway.job.status": outcome.status.value,
+            "gen_ai.operation.name": OPERATIONS.get(job.route, job.route),
+            "gen_ai.provider.name": PROVIDER_NAMES.get(kind, kind), "gen_ai.request.model": rec["model"],
+        })
+        if result is not None and result.usage is not None:
+            span.set_attribute("gen_ai.usage.input_tokens", result.usage.input_tokens)
+            span.set_attribute("gen_ai.usage.output_tokens", result.usage.output_tokens)
+        if outcome.status is not JobStatus.SUCCEEDED:
+            tracing.fail(span, outcome.status.value)
+        span.end()
