@@ -67,11 +67,15 @@ class ClientConfig(KeyConfig):
     callback_hosts: list[str] = Field(default_factory=list)
     # The HMAC-SHA256 secret that signs this client's webhooks.
     webhook_secret: str | None = None
+    # The tier this client's Batch API lines are queued in (default: background if allowed, else default_tier).
+    batch_tier: str | None = None
 
     @model_validator(mode="after")
     def _default_in_tiers(self) -> ClientConfig:
         if self.default_tier not in self.tiers:
             raise _RefError("default_tier", f"{self.default_tier!r} is not in this client's tiers {self.tiers}")
+        if self.batch_tier is not None and self.batch_tier not in self.tiers:
+            raise _RefError("batch_tier", f"{self.batch_tier!r} is not in this client's tiers {self.tiers}")
         return self
 
 
@@ -165,6 +169,15 @@ class QueueConfig(_Strict):
     namespace: str = Field("gw", pattern=r"^[A-Za-z0-9_.-]+$")
 
 
+class FilesConfig(_Strict):
+    """The file store behind /v1/files: bytes on local disk, metadata in Redis."""
+
+    dir: str = ".gateway/files"  # shared by every replica and worker that serves the Batch API
+    max_bytes: int = Field(200 * 1024 * 1024, gt=0)
+    ttl_s: int = Field(30 * 86400, ge=3600)  # unless the upload's expires_after says otherwise
+    sweep_s: float = Field(10.0, gt=0)  # client batches' missed progress, expiry; files left on disk
+
+
 class Thresholds(_Strict):
     p95_latency_s: float = Field(gt=0)
     rate_limited_ratio: float = Field(ge=0, le=1)
@@ -200,6 +213,7 @@ class Config(_Strict):
     tiers: dict[str, TierConfig] = Field(min_length=1)
     queue: QueueConfig = Field(default_factory=QueueConfig)
     degradation: DegradationConfig = Field(default_factory=DegradationConfig)
+    files: FilesConfig = Field(default_factory=FilesConfig)
 
     @model_validator(mode="after")
     def _references(self) -> Config:

@@ -20,6 +20,7 @@ from starlette.routing import Route
 
 from gateway.config import SimulatorConfig
 from gateway.providers.simulator import Simulator
+from gateway.simulator_anthropic import anthropic_routes
 from gateway.simulator_batches import FakeBatchAPI
 
 
@@ -78,6 +79,7 @@ def build_simulator_app(behaviour: SimulatorConfig | None = None, seed: int | No
     return Starlette(
         routes=[
             *batches.routes(),
+            *anthropic_routes(sim),
             Route("/v1/chat/completions", serve("chat/completions"), methods=["POST"]),
             Route("/v1/completions", serve("completions"), methods=["POST"]),
             Route("/v1/embeddings", serve("embeddings"), methods=["POST"]),

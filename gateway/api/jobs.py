@@ -26,15 +26,18 @@ def routes(gw: Gateway) -> list[Route]:
         return job
 
     async def get_job(request: Request) -> Response:
-        job = await owned(request)
         wait = request.query_params.get("wait")
-        if wait is not None and not job.status.terminal:
+        seconds = 0.0
+        if wait is not None:
+            # Checked whatever the job's state, so a bad value is never accepted just because the job is done.
             try:
                 seconds = float(wait)
             except ValueError:
                 raise InvalidRequest("wait must be a number of seconds.", param="wait") from None
-            if seconds < 0:
-                raise InvalidRequest("wait must not be negative.", param="wait")
+            if not seconds >= 0:  # also refuses nan, which would never time out
+                raise InvalidRequest("wait must be a non-negative number of seconds.", param="wait")
+        job = await owned(request)
+        if wait is not None and not job.status.terminal:
             assert gw.notifier is not None and gw.store is not None
             job = await gw.notifier.wait(gw.store, job.id, min(seconds, MAX_WAIT_S)) or job
         return Response(orjson.dumps(job.to_object()), media_type="application/json")

@@ -90,3 +90,32 @@ class Keys:
     def lease(self, name: str) -> str:
         """A short lease (SET NX PX) so one replica at a time does ``name``."""
         return f"{self.tag}:lease:{name}"
+
+    def file(self, file_id: str) -> str:
+        """A stored file's metadata (its bytes are in the file store's directory); expires with the file."""
+        return f"{self.tag}:file:{file_id}"
+
+    def client_files(self, client: str) -> str:
+        """A client's file ids, ordered by id (ids sort by creation); lives as long as its newest file."""
+        return f"{self.tag}:files:client:{client}"
+
+    def client_batch(self, batch_id: str) -> str:
+        """A client-facing batch (Batch API): its object, counters and leases; expires after its files."""
+        return f"{self.tag}:cbatch:{batch_id}"
+
+    def client_batch_ids(self, batch_id: str) -> str:
+        """The batch's custom_ids in input order (line i is job ``batch_job_id(batch, i)``); expires with it."""
+        return f"{self.tag}:cbatch:{batch_id}:ids"
+
+    def client_batch_results(self, batch_id: str) -> str:
+        """Output lines by job id until the batch is finalized (then deleted; else expires with it)."""
+        return f"{self.tag}:cbatch:{batch_id}:results"
+
+    def client_batches(self, client: str) -> str:
+        """A client's batch ids, ordered by id; lives as long as its newest batch."""
+        return f"{self.tag}:cbatches:client:{client}"
+
+    @property
+    def open_client_batches(self) -> str:
+        """Batches not yet final, for the sweep; the sweep removes each once it is final or gone."""
+        return f"{self.tag}:cbatches:open"
