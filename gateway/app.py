@@ -31,6 +31,7 @@ from gateway.admission import Limiter, TierShare
 from gateway.auth import Authenticator
 from gateway.config import ClientConfig, Config
 from gateway.controller import ModeController
+from gateway.global_cap import GlobalCap
 from gateway.cost import Pricing, cost_usd
 from gateway.errors import GatewayError, MethodNotAllowed, NotFound
 from gateway.observability import loop_lag
@@ -167,6 +168,9 @@ class Gateway:
         self.envelope = Envelope(
             self.redis, self.keys, {n: (p.rpm, p.tpm) for n, p in self.config.providers.items()}
         )
+        for name, p in self.config.providers.items():
+            if p.global_max_concurrency:
+                self.router.caps[name] = GlobalCap(self.redis, self.keys.global_cap(name), p.global_max_concurrency)
         self.controller = ModeController(self.config, self.redis, self.keys, self.metrics, self.tracing)
         self.router.observers.append(self.controller.observe)
         self.tasks.start("mode-controller", self.controller.run(), daemon=True)

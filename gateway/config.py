@@ -108,6 +108,8 @@ class ProviderConfig(_Strict):
     api_key: str | None = None
     headers: dict[str, str] = Field(default_factory=dict)
     max_concurrency: int = Field(64, ge=1)
+    # A hard cap across every replica, through Redis (two round trips per attempt; off by default).
+    global_max_concurrency: int | None = Field(None, ge=1)
     # The drain envelope: deferred work never exceeds these rates (shared by every replica).
     rpm: int | None = Field(None, ge=1)
     tpm: int | None = Field(None, ge=1)

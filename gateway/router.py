@@ -29,6 +29,7 @@ from gateway.errors import (
     UpstreamRejected,
     UpstreamTimeout,
 )
+from gateway.global_cap import GlobalCap
 from gateway.observability.tracing import Tracing
 from gateway.providers.base import Call, Deadlines, Provider, Reply, Stream, Usage
 
@@ -116,6 +117,25 @@ class Served:
     span: Any = None  # the attempt's span, ended when a stream ends (tracing on only)
 
 
+class Slot:
+    """What one attempt holds: a local admission slot, and a global-cap lease where configured."""
+
+    __slots__ = ("router", "limiter", "tier", "cap", "token")
+
+    def __init__(self, router: Router, limiter: Limiter, tier: str) -> None:
+        self.router = router
+        self.limiter = limiter
+        self.tier = tier
+        self.cap: GlobalCap | None = None
+        self.token: str | None = None
+
+    def release(self) -> None:
+        self.limiter.release(self.tier)
+        if self.cap is not None and self.token is not None:
+            self.router.spawn(self.cap.release(self.token))
+            self.token = None
+
+
 Observer = Callable[[Outcome], None]
 
 
@@ -132,6 +152,8 @@ class Router:
     ) -> None:
         self.providers = providers
         self.tracing = tracing or Tracing()
+        self.caps: dict[str, GlobalCap] = {}  # providers with a global_max_concurrency (set by the gateway)
+        self._background: set[asyncio.Task[Any]] = set()
         self._kinds = {n: (p.kind, p.base_url) for n, p in config.providers.items()}
         self.limiters = limiters
         self.observers = observers if observers is not None else []
@@ -191,17 +213,11 @@ class Router:
                             headers={"Retry-After": str(max(int(target.circuit.retry_in(now)) + 1, 1))},
                         )
                     break
-                limiter = self.limiters[target.provider]
-                if not limiter.try_acquire(tier_name):
-                    if index < len(targets) - 1:
-                        target.circuit.abandon()
-                        last = last or Saturated("All slots for this tier are busy.", headers={"Retry-After": "1"})
-                        break  # spill over to the next target rather than wait
-                    try:
-                        await limiter.acquire(tier_name, min(tier.admission_timeout_s, deadlines.deadline - now))
-                    except BaseException:
-                        target.circuit.abandon()
-                        raise
+                slot = await self._take_slot(target, tier_name, tier, deadlines, index == len(targets) - 1)
+                if slot is None:
+                    target.circuit.abandon()
+                    last = last or Saturated("All slots for this tier are busy.", headers={"Retry-After": "1"})
+                    break  # spill over to the next target rather than wait
                 if previous is not None and previous is not target and self._on_fallback is not None:
                     self._on_fallback(model, previous, target)
                 previous = target
@@ -212,7 +228,7 @@ class Router:
                 try:
                     served = await self._attempt(target, call, stream, deadlines, attempts, index + 1)
                 except AttemptFailed as failure:
-                    limiter.release(tier_name)
+                    slot.release()
                     if failure.counts_against_circuit:
                         target.circuit.failure(time.monotonic())
                     else:
@@ -230,7 +246,7 @@ class Router:
                         continue
                     break
                 except BaseException:
-                    limiter.release(tier_name)
+                    slot.release()
                     target.circuit.abandon()
                     raise
                 was_closed = target.circuit.state is CircuitState.CLOSED
@@ -238,10 +254,50 @@ class Router:
                 if not was_closed:
                     self._circuit_changed(target.provider)
                 served.attempts = attempts
-                served.release = lambda: limiter.release(tier_name)
+                served.release = slot.release
                 return served
         assert last is not None
         raise self._final(last, attempts)
+
+    async def _take_slot(
+        self, target: Target, tier_name: str, tier: TierConfig, deadlines: Deadlines, last_target: bool
+    ) -> Slot | None:
+        """A concurrency slot on the target's provider (and its global cap, if any).
+
+        ``None`` means busy and not worth waiting for, because another target is left to try.
+        """
+        limiter = self.limiters[target.provider]
+        now = time.monotonic()
+        wait_s = min(tier.admission_timeout_s, deadlines.deadline - now)
+        if not limiter.try_acquire(tier_name):
+            if not last_target:
+                return None
+            try:
+                await limiter.acquire(tier_name, wait_s)
+            except BaseException:
+                target.circuit.abandon()
+                raise
+        slot = Slot(self, limiter, tier_name)
+        cap = self.caps.get(target.provider)
+        if cap is not None:
+            try:
+                slot.cap, slot.token = cap, await cap.acquire(deadlines.deadline - now, wait_s if last_target else 0.0)
+            except Saturated:
+                slot.release()
+                if not last_target:
+                    return None
+                target.circuit.abandon()
+                raise
+            except BaseException:
+                slot.release()
+                target.circuit.abandon()
+                raise
+        return slot
+
+    def spawn(self, coro: Any) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
     @staticmethod
     def _final(last: GatewayError, attempts: int) -> GatewayError:

@@ -119,3 +119,7 @@ class Keys:
     def open_client_batches(self) -> str:
         """Batches not yet final, for the sweep; the sweep removes each once it is final or gone."""
         return f"{self.tag}:cbatches:open"
+
+    def global_cap(self, provider: str) -> str:
+        """Leases on a provider's global concurrency cap (each lease expires on its own)."""
+        return f"{self.tag}:cap:{provider}"
