@@ -328,9 +328,31 @@ async def _unexpected(request: Request, exc: Exception) -> Response:
     return error_response(GatewayError("The gateway failed to handle this request."))
 
 
-def build_app(gateway: Gateway) -> Starlette:
-    from gateway.api import admin, files_batches, jobs, openai_routes, probes
+_HANDLERS: dict[Any, Any] = {HTTPException: _not_found, GatewayError: _gateway_error, Exception: _unexpected}
+
+
+def _middleware(gateway: Gateway) -> list[Middleware]:
     from gateway.api.request_ids import RequestIds
+
+    middleware = [Middleware(RequestIds)]
+    origins = gateway.config.server.cors_origins
+    if origins:  # CORS is off unless the operator lists origins
+        from starlette.middleware.cors import CORSMiddleware
+
+        middleware.append(Middleware(
+            CORSMiddleware, allow_origins=origins, allow_methods=["GET", "POST", "DELETE", "PUT"],
+            allow_headers=["Authorization", "Content-Type", "X-Gateway-Tier", "Prefer", "X-Request-Id",
+                           "X-Gateway-Callback-Url"],
+            expose_headers=["X-Request-Id", "X-Gateway-Tier", "X-Gateway-Mode", "X-Gateway-Target",
+                            "X-Gateway-Attempts", "X-Gateway-Job-Id", "X-Gateway-Deferred", "Location"],
+        ))
+    return middleware
+
+
+def build_app(gateway: Gateway, admin: bool = True) -> Starlette:
+    """The API app, which owns the gateway's start and close; ``admin=False`` leaves /admin/* out."""
+    from gateway.api import admin as admin_api
+    from gateway.api import files_batches, jobs, openai_routes, openapi, probes
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -340,20 +362,25 @@ def build_app(gateway: Gateway) -> Starlette:
         finally:
             await gateway.close()
 
-    routes: list[Any] = [*openai_routes.routes(gateway), *jobs.routes(gateway), *admin.routes(gateway),
-                         *probes.routes(gateway), *files_batches.routes(gateway)]
-    app = Starlette(
-        routes=routes,
-        lifespan=lifespan,
-        middleware=[Middleware(RequestIds)],
-        exception_handlers={
-            HTTPException: _not_found,
-            GatewayError: _gateway_error,
-            Exception: _unexpected,
-        },
-    )
+    routes: list[Any] = [*openai_routes.routes(gateway), *jobs.routes(gateway), *files_batches.routes(gateway),
+                         *probes.routes(gateway), *openapi.routes(gateway)]
+    if admin:
+        routes += admin_api.routes(gateway)
+    app = Starlette(routes=routes, lifespan=lifespan, middleware=_middleware(gateway),
+                    exception_handlers=dict(_HANDLERS))
     app.state.gateway = gateway
     return app
 
 
-__all__ = ["Gateway", "build_app", "error_response", "Route"]
+def build_admin_app(gateway: Gateway) -> Starlette:
+    """The admin API alone, for ``server.admin_port``; it shares the API app's gateway."""
+    from gateway.api import admin as admin_api
+    from gateway.api import probes
+
+    app = Starlette(routes=[*admin_api.routes(gateway), *probes.routes(gateway)],
+                    middleware=_middleware(gateway), exception_handlers=dict(_HANDLERS))
+    app.state.gateway = gateway
+    return app
+
+
+__all__ = ["Gateway", "build_admin_app", "build_app", "error_response", "Route"]

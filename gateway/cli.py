@@ -23,36 +23,13 @@ def _load(path: str | None) -> config_mod.Config:
 
 
 def _uvicorn_run(app: object, host: str, port: int, grace_s: float) -> None:
-    import uvicorn
+    from gateway import server
 
-    try:
-        import uvloop  # noqa: F401
-
-        loop = "uvloop"
-    except ImportError:  # pragma: no cover - platforms without uvloop
-        loop = "asyncio"
-    server = uvicorn.Server(
-        uvicorn.Config(
-            app,  # type: ignore[arg-type]
-            host=host,
-            port=port,
-            loop=loop,
-            http="httptools",
-            lifespan="on",
-            access_log=False,
-            log_config=None,
-            server_header=False,
-            timeout_keep_alive=30,
-            timeout_graceful_shutdown=int(grace_s) if grace_s else None,
-        )
-    )
-    server.run()
-    if not server.started:
-        raise SystemExit(1)
+    server.run(app, host, port, grace_s)
 
 
 def cmd_serve(args: argparse.Namespace) -> None:
-    from gateway.app import Gateway, build_app
+    from gateway.app import Gateway, build_admin_app, build_app
     from gateway.observability import logging as gw_logging
     from gateway.queue import redis_server
 
@@ -68,8 +45,17 @@ def cmd_serve(args: argparse.Namespace) -> None:
     # Resolve Redis before serving so a missing Redis is one clear line, not a traceback.
     url, private = asyncio.run(redis_server.resolve(cfg.redis.url, cfg.redis.private, home))
     gateway = Gateway(cfg, run_worker=not args.no_worker, redis_url=url, private_redis=private)
+    from gateway import server
+
+    admin_port = cfg.server.admin_port
     log.info("serving on http://%s:%d", host, port)
-    _uvicorn_run(build_app(gateway), host, port, cfg.server.shutdown_grace_s)
+    if admin_port is not None:
+        log.info("admin API on http://%s:%d only", host, admin_port)
+    server.run(
+        build_app(gateway, admin=admin_port is None), host, port, cfg.server.shutdown_grace_s,
+        max_connections=cfg.server.max_connections,
+        admin_app=build_admin_app(gateway) if admin_port is not None else None, admin_port=admin_port,
+    )
 
 
 def cmd_worker(args: argparse.Namespace) -> None:

@@ -29,6 +29,10 @@ class ServerConfig(_Strict):
     host: str = "127.0.0.1"
     port: int = Field(8080, ge=0, le=65535)
     max_body_bytes: int = Field(16 * 1024 * 1024, gt=0)
+    body_timeout_s: float = Field(30.0, gt=0)  # a request body must arrive within this
+    max_connections: int | None = Field(None, ge=1)  # beyond it new connections get 503; default unlimited
+    admin_port: int | None = Field(None, ge=0, le=65535)  # serve /admin/* on its own listener, not the API's
+    cors_origins: list[str] = Field(default_factory=list)  # CORS is off unless origins are listed
     shutdown_grace_s: float = Field(30.0, ge=0)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["auto", "json", "text"] = "auto"

@@ -104,6 +104,12 @@ class JobConflict(GatewayError):
     code = "job_not_cancellable"
 
 
+class RequestTimeout(GatewayError):
+    status = 408
+    type = "invalid_request_error"
+    code = "request_timeout"
+
+
 class PayloadTooLarge(GatewayError):
     status = 413
     type = "invalid_request_error"

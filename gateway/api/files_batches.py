@@ -15,7 +15,7 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, Response
 from starlette.routing import Route
 
-from gateway.api.openai_routes import read_json
+from gateway.api.body import read_json
 from gateway.api.uploads import read_upload
 from gateway.app import Gateway
 from gateway.auth import Client
@@ -151,7 +151,7 @@ def routes(gw: Gateway) -> list[Route]:
 
     async def create_batch(request: Request) -> Response:
         client, batches = auth(request)
-        _, raw = await read_json(request, gw.config.server.max_body_bytes)
+        _, raw = await read_json(request, gw.config.server.max_body_bytes, gw.config.server.body_timeout_s)
         try:
             body = CreateBatch.model_validate(raw)
         except ValidationError as exc:

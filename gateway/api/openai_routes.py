@@ -18,15 +18,14 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
+from gateway.api.body import check_params, read_json
 from gateway.app import Gateway, error_response
 from gateway.errors import (
     AttemptFailed,
     GatewayError,
-    InvalidJSON,
     InvalidRequest,
     LoadShed,
     ModelNotFound,
-    PayloadTooLarge,
     RequestDeferred,
     Saturated,
     ServiceUnavailable,
@@ -47,34 +46,6 @@ def request_id(headers: Any) -> str:
     if given and len(given) <= 128 and given.isprintable():
         return given
     return secrets.token_hex(12)
-
-
-async def read_json(request: Request, limit: int) -> tuple[bytes, dict[str, Any]]:
-    """The raw body and its JSON object; 413 as soon as it is known to exceed ``limit``."""
-    declared = request.headers.get("content-length")
-    if declared is not None:
-        try:
-            if int(declared) > limit:
-                raise PayloadTooLarge(f"The request body exceeds {limit} bytes.")
-        except ValueError:
-            raise InvalidRequest("Content-Length is not a number.") from None
-    chunks = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise PayloadTooLarge(f"The request body exceeds {limit} bytes.")
-        chunks.append(chunk)
-    raw = chunks[0] if len(chunks) == 1 else b"".join(chunks)
-    if not raw:
-        raise InvalidJSON("The request body is empty; send a JSON object.")
-    try:
-        body = orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        raise InvalidJSON(f"The request body is not valid JSON: {exc}.") from None
-    if not isinstance(body, dict):
-        raise InvalidJSON("The request body must be a JSON object.")
-    return raw, body
 
 
 class Proxy:
@@ -111,12 +82,13 @@ class Proxy:
             peer = request.client.host if request.client else None
             client = gw.auth.client(headers.get("authorization"), peer)
             client_name = client.name
-            raw, body = await read_json(request, gw.config.server.max_body_bytes)
+            raw, body = await read_json(request, gw.config.server.max_body_bytes, gw.config.server.body_timeout_s)
             model = body.get("model") if isinstance(body.get("model"), str) else "-"
             if model not in gw.router.targets:  # type: ignore[union-attr]
                 if model == "-":
                     raise InvalidRequest("The request names no model.", param="model", code="missing_model")
                 raise ModelNotFound(f"The model {model!r} does not exist.", param="model")
+            check_params(self.route, body)
             tier_name = choose_tier(client, headers.get("x-gateway-tier"), gw.config.tiers)
             tier = gw.config.tiers[tier_name]
             mode = gw.effective_mode(model)
