@@ -32,6 +32,7 @@ from gateway.auth import Authenticator
 from gateway.config import ClientConfig, Config
 from gateway.controller import ModeController
 from gateway.global_cap import GlobalCap
+from gateway.quota import ClientLimits
 from gateway.cost import Pricing, cost_usd
 from gateway.errors import GatewayError, MethodNotAllowed, NotFound
 from gateway.observability import loop_lag
@@ -112,6 +113,7 @@ class Gateway:
         self.batcher: Batcher | None = None
         self.poller: Poller | None = None
         self.controller: ModeController | None = None
+        self.client_limits: ClientLimits | None = None
         self.batches: ClientBatches | None = None  # the client-facing Batch API (files and batches)
         # Called once per job when it first reaches a terminal state (client batches listen here).
         self.job_hooks: list[Callable[[Job, JobOutcome], Awaitable[None]]] = []
@@ -167,6 +169,9 @@ class Gateway:
         self.batches.start()
         self.envelope = Envelope(
             self.redis, self.keys, {n: (p.rpm, p.tpm) for n, p in self.config.providers.items()}
+        )
+        self.client_limits = ClientLimits(
+            self.redis, self.keys, {c.name: c.limits for c in self.config.auth.clients if c.limits is not None}
         )
         for name, p in self.config.providers.items():
             if p.global_max_concurrency:

@@ -64,6 +64,14 @@ class KeyConfig(_Strict):
         return self
 
 
+class ClientLimitsConfig(_Strict):
+    """Per-client limits, enforced across every replica through Redis."""
+
+    rpm: int | None = Field(None, ge=1)
+    tpm: int | None = Field(None, ge=1)
+    max_inflight: int | None = Field(None, ge=1)
+
+
 class ClientConfig(KeyConfig):
     tiers: list[str] = Field(min_length=1)
     default_tier: str
@@ -71,6 +79,7 @@ class ClientConfig(KeyConfig):
     callback_hosts: list[str] = Field(default_factory=list)
     # The HMAC-SHA256 secret that signs this client's webhooks.
     webhook_secret: str | None = None
+    limits: ClientLimitsConfig | None = None
     # The tier this client's Batch API lines are queued in (default: background if allowed, else default_tier).
     batch_tier: str | None = None
 

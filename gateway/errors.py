@@ -122,6 +122,15 @@ class UnsupportedMediaType(GatewayError):
     code = "unsupported_media_type"
 
 
+class RateLimited(GatewayError):
+    """A client went over its own limits (requests or tokens per minute, requests in flight)."""
+
+    status = 429
+    type = "rate_limit_error"
+    code = "rate_limit_exceeded"
+    retryable = True
+
+
 class Saturated(GatewayError):
     """No admission slot became free within the admission timeout."""
 

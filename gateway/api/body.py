@@ -91,3 +91,10 @@ def check_params(route: str, body: dict[str, Any]) -> None:
         raise InvalidRequest("prompt is required.", param="prompt", code="missing_required_parameter")
     elif route == "embeddings" and "input" not in body:
         raise InvalidRequest("input is required.", param="input", code="missing_required_parameter")
+
+
+def estimate_tokens(body: dict[str, Any]) -> int:
+    """Tokens a request may use, for the TPM envelope: prompt characters / 4 plus the output cap."""
+    chars = len(orjson.dumps(body.get("messages") or body.get("prompt") or body.get("input") or ""))
+    cap = body.get("max_completion_tokens") or body.get("max_tokens") or 256
+    return chars // 4 + (cap if isinstance(cap, int) else 256)

@@ -18,7 +18,7 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
-from gateway.api.body import check_params, read_json
+from gateway.api.body import check_params, estimate_tokens, read_json
 from gateway.app import Gateway, error_response
 from gateway.errors import (
     AttemptFailed,
@@ -90,33 +90,63 @@ class Proxy:
                 raise ModelNotFound(f"The model {model!r} does not exist.", param="model")
             check_params(self.route, body)
             tier_name = choose_tier(client, headers.get("x-gateway-tier"), gw.config.tiers)
-            tier = gw.config.tiers[tier_name]
-            mode = gw.effective_mode(model)
-            out["X-Gateway-Tier"] = tier_name
-            out["X-Gateway-Mode"] = mode.value
-            path = choose_path(tier, mode, prefers_async(headers.get("prefer")), gw.top_priority)
-            if path is Path.SHED:
-                raise LoadShed(
-                    f"Tier {tier_name!r} is shed while the gateway is in {mode.value} mode.", headers={"Retry-After": "30"}
-                )
-            stream = bool(body.get("stream")) and self.route in STREAMABLE
-            if path is not Path.SYNC:
-                return await self._defer(raw, body, stream, path, client_name, tier_name, model, started, out, headers)
-            try:
-                if stream:
-                    return await self._stream(body, tier_name, model, started, out, client_name)
-                return await self._complete(body, tier_name, model, started, out, client_name)
-            except Saturated:
-                if not tier.deferrable:
-                    raise
-                # No slot in time, but this tier can wait: hand it to the queue instead of refusing it.
-                return await self._defer(raw, body, stream, Path.HOLD, client_name, tier_name, model, started, out, headers)
+            limits = gw.client_limits
+            if limits is not None and limits.limited(client.name):
+                lease = await limits.admit(client.name, estimate_tokens(body), gw.config.tiers[tier_name].timeout_s)
+                if lease is not None:
+                    # Held until the answer is complete: the stream's end for streams, now for the rest.
+                    try:
+                        response = await self._dispatch(raw, body, client_name, tier_name, model, started, out,
+                                                        headers, lease)
+                    except BaseException:
+                        gw.router.spawn(lease.release())  # type: ignore[union-attr]
+                        raise
+                    if not isinstance(response, StreamingResponse):
+                        gw.router.spawn(lease.release())  # type: ignore[union-attr]
+                    return response
+            return await self._dispatch(raw, body, client_name, tier_name, model, started, out, headers, None)
         except GatewayError as error:
             if "X-Gateway-Attempts" not in error.headers:
                 out["X-Gateway-Attempts"] = "0"
             response = error_response(error, out)
             self._finish(tier_name, model, response.status_code, started, out, client_name, None, None)
             return response
+
+    async def _dispatch(
+        self,
+        raw: bytes,
+        body: dict[str, Any],
+        client_name: str,
+        tier_name: str,
+        model: str,
+        started: float,
+        out: dict[str, str],
+        headers: Any,
+        lease: Any,
+    ) -> Response:
+        """Choose the path under the effective mode and serve the request on it."""
+        gw = self.gw
+        tier = gw.config.tiers[tier_name]
+        mode = gw.effective_mode(model)
+        out["X-Gateway-Tier"] = tier_name
+        out["X-Gateway-Mode"] = mode.value
+        path = choose_path(tier, mode, prefers_async(headers.get("prefer")), gw.top_priority)
+        if path is Path.SHED:
+            raise LoadShed(
+                f"Tier {tier_name!r} is shed while the gateway is in {mode.value} mode.", headers={"Retry-After": "30"}
+            )
+        stream = bool(body.get("stream")) and self.route in STREAMABLE
+        if path is not Path.SYNC:
+            return await self._defer(raw, body, stream, path, client_name, tier_name, model, started, out, headers)
+        try:
+            if stream:
+                return await self._stream(body, tier_name, model, started, out, client_name, lease)
+            return await self._complete(body, tier_name, model, started, out, client_name)
+        except Saturated:
+            if not tier.deferrable:
+                raise
+            # No slot in time, but this tier can wait: hand it to the queue instead of refusing it.
+            return await self._defer(raw, body, stream, Path.HOLD, client_name, tier_name, model, started, out, headers)
 
     async def _defer(
         self,
@@ -203,7 +233,8 @@ class Proxy:
         return Response(reply.body, status_code=200, headers=out, media_type=reply.content_type)
 
     async def _stream(
-        self, body: dict[str, Any], tier_name: str, model: str, started: float, out: dict[str, str], client: str
+        self, body: dict[str, Any], tier_name: str, model: str, started: float, out: dict[str, str], client: str,
+        lease: Any = None,
     ) -> Response:
         gw = self.gw
         tier = gw.config.tiers[tier_name]
@@ -229,7 +260,7 @@ class Proxy:
         out["X-Accel-Buffering"] = "no"
         server_span = gw.tracing.current() if gw.tracing.enabled else None
         return StreamingResponse(
-            self._relay(served, tier_name, model, started, out, client, inflight, server_span),
+            self._relay(served, tier_name, model, started, out, client, inflight, server_span, lease),
             status_code=200,
             headers=out,
             media_type="text/event-stream",
@@ -237,7 +268,7 @@ class Proxy:
 
     async def _relay(
         self, served: Served, tier_name: str, model: str, started: float, out: dict[str, str], client: str,
-        inflight: Any, server_span: Any = None,
+        inflight: Any, server_span: Any = None, lease: Any = None,
     ) -> AsyncIterator[bytes]:
         status = 200
         assert served.stream is not None and served.rest is not None
@@ -255,6 +286,8 @@ class Proxy:
         finally:
             served.release()
             inflight.dec()
+            if lease is not None:
+                self.gw.router.spawn(lease.release())  # type: ignore[union-attr]
             await served.stream.aclose()
             stats = served.stream.stats
             if served.span is not None:

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
+from gateway.api.body import estimate_tokens
 from gateway.errors import CircuitOpen, GatewayError, QueueUnavailable, Saturated, UpstreamRejected
 from gateway.queue.job import Job, JobStatus, Via
 from gateway.queue.store import Entry, Outcome, QueueStore
@@ -27,13 +28,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("gateway.drainer")
 
 STRIP_FOR_DRAIN = ("stream", "stream_options")
-
-
-def estimate_tokens(body: dict[str, Any]) -> int:
-    """Tokens a request may use, for the TPM envelope: prompt characters / 4 plus the output cap."""
-    chars = len(orjson.dumps(body.get("messages") or body.get("prompt") or body.get("input") or ""))
-    cap = body.get("max_completion_tokens") or body.get("max_tokens") or 256
-    return chars // 4 + (cap if isinstance(cap, int) else 256)
 
 
 def retry_delay_s(attempts: int) -> float:

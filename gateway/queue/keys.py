@@ -123,3 +123,11 @@ class Keys:
     def global_cap(self, provider: str) -> str:
         """Leases on a provider's global concurrency cap (each lease expires on its own)."""
         return f"{self.tag}:cap:{provider}"
+
+    def client_bucket(self, client: str, kind: str) -> str:
+        """A client's own rate bucket (``rpm`` or ``tpm``); expires when idle."""
+        return f"{self.tag}:client:{client}:{kind}"
+
+    def client_inflight(self, client: str) -> str:
+        """Leases on a client's in-flight requests (each expires on its own)."""
+        return f"{self.tag}:client:{client}:inflight"
