@@ -40,9 +40,11 @@ from gateway.observability.logging import AccessLog
 from gateway.observability.metrics import Metrics
 from gateway.observability.tracing import Tracing
 from gateway.providers.base import Provider, Usage
+from gateway.redaction import Redactor
 from gateway.providers.anthropic import AnthropicProvider
 from gateway.providers.openai import OpenAIProvider
 from gateway.providers.simulator import SimulatorProvider
+from gateway import redaction
 from gateway.queue import redis_server
 from gateway.queue import webhook
 from gateway.queue.batcher import Batcher
@@ -65,11 +67,17 @@ log = logging.getLogger("gateway")
 DRAIN_SCALE = {Mode.NORMAL: 1.0, Mode.DEGRADED: 0.5, Mode.SHED: 0.25}
 
 
-def error_response(error: GatewayError, headers: dict[str, str] | None = None) -> Response:
+def error_response(
+    error: GatewayError, headers: dict[str, str] | None = None, redactor: Redactor | None = None
+) -> Response:
+    """The OpenAI-shaped error answer; with a redactor, no secret survives in it (upstream bodies included)."""
     h = error.response_headers()
     if headers:
         h.update(headers)
-    return Response(error.render(), status_code=error.status, headers=h, media_type="application/json")
+    body = error.render()
+    if redactor is not None:
+        body = redactor.bytes(body)
+    return Response(body, status_code=error.status, headers=h, media_type="application/json")
 
 
 class Gateway:
@@ -87,6 +95,7 @@ class Gateway:
         self.config = config
         self.run_worker = run_worker
         self.metrics = Metrics()
+        self.redactor = redaction.from_config(config)
         self.tracing = tracing if tracing is not None else Tracing.from_env()
         self.metrics.prime(config)
         self.auth = Authenticator(config)
@@ -325,7 +334,8 @@ async def _not_found(request: Request, exc: Exception) -> Response:
 
 async def _gateway_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, GatewayError)
-    return error_response(exc)
+    gateway = getattr(request.app.state, "gateway", None)
+    return error_response(exc, redactor=gateway.redactor if gateway is not None else None)
 
 
 async def _unexpected(request: Request, exc: Exception) -> Response:

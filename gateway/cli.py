@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from gateway import config as config_mod
+from gateway import redaction
 from gateway.errors import ConfigError
 
 log = logging.getLogger("gateway")
@@ -34,7 +35,7 @@ def cmd_serve(args: argparse.Namespace) -> None:
     from gateway.queue import redis_server
 
     cfg = _load(args.config)
-    gw_logging.configure(cfg.server.log_level, cfg.server.log_format)
+    gw_logging.configure(cfg.server.log_level, cfg.server.log_format, redaction.from_config(cfg))
     host = args.host or cfg.server.host
     port = cfg.server.port if args.port is None else args.port
     if not cfg.auth.clients:
@@ -64,7 +65,7 @@ def cmd_worker(args: argparse.Namespace) -> None:
     from gateway.queue import redis_server
 
     cfg = _load(args.config)
-    gw_logging.configure(cfg.server.log_level, cfg.server.log_format)
+    gw_logging.configure(cfg.server.log_level, cfg.server.log_format, redaction.from_config(cfg))
     url, private = asyncio.run(redis_server.resolve(cfg.redis.url, cfg.redis.private, Path(cfg.redis.private_dir)))
     gateway = Gateway(cfg, run_worker=True, redis_url=url, private_redis=private)
     _run_until_signal(gateway)

@@ -108,7 +108,7 @@ class Proxy:
         except GatewayError as error:
             if "X-Gateway-Attempts" not in error.headers:
                 out["X-Gateway-Attempts"] = "0"
-            response = error_response(error, out)
+            response = error_response(error, out, gw.redactor)
             self._finish(tier_name, model, response.status_code, started, out, client_name, None, None)
             return response
 

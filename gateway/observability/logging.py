@@ -14,10 +14,16 @@ from typing import Any
 
 import orjson
 
+from gateway.redaction import Redactor
+
 ACCESS = "gateway.access"
 
 
 class JSONFormatter(logging.Formatter):
+    def __init__(self, redactor: Redactor | None = None) -> None:
+        super().__init__()
+        self.redactor = redactor or Redactor()
+
     def format(self, record: logging.LogRecord) -> str:
         line: dict[str, Any] = {
             "ts": round(record.created, 3),
@@ -30,10 +36,14 @@ class JSONFormatter(logging.Formatter):
             line.update(fields)
         if record.exc_info:
             line["exc"] = self.formatException(record.exc_info)
-        return orjson.dumps(line).decode()
+        return self.redactor.text(orjson.dumps(line).decode())
 
 
 class TextFormatter(logging.Formatter):
+    def __init__(self, redactor: Redactor | None = None) -> None:
+        super().__init__()
+        self.redactor = redactor or Redactor()
+
     def format(self, record: logging.LogRecord) -> str:
         stamp = time.strftime("%H:%M:%S", time.localtime(record.created))
         fields = getattr(record, "fields", None)
@@ -41,14 +51,18 @@ class TextFormatter(logging.Formatter):
         text = f"{stamp} {record.levelname:<7} {record.name}: {record.getMessage()} {extra}".rstrip()
         if record.exc_info:
             text += "\n" + self.formatException(record.exc_info)
-        return text
+        return self.redactor.text(text)
 
 
-def configure(level: str, fmt: str) -> None:
-    """Set up the root logger once at start-up (the CLI owns the process)."""
+def configure(level: str, fmt: str, redactor: Redactor | None = None) -> None:
+    """Set up the root logger once at start-up (the CLI owns the process).
+
+    Every line passes the redactor last, so no secret the config holds, nor
+    anything shaped like a key, reaches the log, tracebacks included.
+    """
     use_json = fmt == "json" or (fmt == "auto" and not sys.stderr.isatty())
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(JSONFormatter() if use_json else TextFormatter())
+    handler.setFormatter(JSONFormatter(redactor) if use_json else TextFormatter(redactor))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())

@@ -184,7 +184,8 @@ class Drainer:
                 await asyncio.sleep(min(float(exc.headers.get("Retry-After", "1")), 5.0))
                 return None
             except UpstreamRejected as exc:
-                return Outcome(JobStatus.FAILED, Via.MINIBATCH, exc.status, exc.render(), exc.body()["error"])
+                body = self.gw.redactor.bytes(exc.render())
+                return Outcome(JobStatus.FAILED, Via.MINIBATCH, exc.status, body, orjson.loads(body).get("error"))
             except GatewayError as exc:
                 job.error = exc.body()["error"]
                 await self.store.set_fields(job.id, error=orjson.dumps(job.error))
