@@ -3,9 +3,9 @@
 It answers with the same ``Simulator`` as the OpenAI routes, so latency, faults
 (``rate_limited_ratio`` → 429 ``rate_limit_error``, ``error_ratio`` → 529
 ``overloaded_error``) and output length behave alike on both. It checks what
-the real API checks and a translation could get wrong: the ``x-api-key`` and
-``anthropic-version`` headers, unknown fields, alternating roles, tool results
-that answer the previous turn's tool uses. When a request offers tools and the
+the real API checks and a translation could get wrong: a key (``x-api-key``,
+or the bearer token recent SDKs send) and ``anthropic-version``, unknown fields,
+alternating roles, tool results that answer the previous turn's tool uses. When a request offers tools and the
 last user message names one (or ``tool_choice`` forces one), the answer is a
 ``tool_use`` block; a turn of tool results is answered by echoing them.
 
@@ -161,7 +161,8 @@ def _sample(schema: dict[str, Any]) -> Any:
         props = schema.get("properties") or {}
         wanted = schema.get("required") or list(props)
         return {name: _sample(props.get(name) or {}) for name in wanted}
-    return {"integer": 1, "number": 1.5, "boolean": True, "array": [], "null": None}.get(kind, "sample")
+    samples: dict[Any, Any] = {"integer": 1, "number": 1.5, "boolean": True, "array": [], "null": None}
+    return samples.get(kind, "sample")
 
 
 def _chosen_tool(params: dict[str, Any], last_text: str) -> tuple[dict[str, Any] | None, bool]:
@@ -290,7 +291,8 @@ class FakeAnthropic:
             body = None
         self.seen.append({"method": request.method, "path": request.url.path, "headers": dict(request.headers),
                           "body": body if len(raw) < 1 << 20 else "<large>"})
-        if not request.headers.get("x-api-key"):
+        # Recent SDKs send the key as a bearer token; the gateway's provider sends x-api-key (tests check which).
+        if not request.headers.get("x-api-key") and not request.headers.get("authorization", "").startswith("Bearer "):
             return None, _error(401, "authentication_error", "x-api-key header is required")
         if not request.headers.get("anthropic-version"):
             return None, _error(400, "invalid_request_error", "anthropic-version: header is required")
@@ -416,7 +418,10 @@ class FakeAnthropic:
 
         async def control(request: Request) -> Response:
             if request.method == "PUT":
-                changes = orjson.loads(await request.body() or b"{}")
+                try:
+                    changes = orjson.loads(await request.body() or b"{}")
+                except orjson.JSONDecodeError:
+                    return _error(400, "invalid_request_error", "The body is not valid JSON.")
                 if "batch_expired_ratio" in changes:
                     self.batch_expired_ratio = float(changes["batch_expired_ratio"])
                 if changes.get("clear"):

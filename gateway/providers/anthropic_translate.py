@@ -383,9 +383,9 @@ def event_data(ev: bytes) -> dict[str, Any] | None:
 class StreamTranslator:
     """Turns Anthropic stream events into OpenAI chunk objects, one event at a time.
 
-    The role chunk is held back until the first content, so an ``error`` event
-    right after ``message_start`` fails the attempt before any byte reaches the
-    client, and the router can still retry or fall back.
+    The role chunk is held back until the first content block starts, so an
+    ``error`` event right after ``message_start`` fails the attempt before any
+    byte reaches the client, and the router can still retry or fall back.
     """
 
     def __init__(self, model: str, created: int) -> None:
@@ -465,7 +465,8 @@ class StreamTranslator:
             if block.get("input"):
                 out.append(self._arguments(position, orjson.dumps(block["input"]).decode()))
             return out
-        return []
+        # A thinking (or server-tool) block is output too: open the stream, so a long think is not a silent one.
+        return self._open()
 
     def _delta(self, index: Any, delta: dict[str, Any]) -> list[dict[str, Any]]:
         kind = delta.get("type")
@@ -490,8 +491,10 @@ def batch_request(custom_id: str, body: dict[str, Any], model: str) -> dict[str,
 
 def batch_counts(batch: dict[str, Any]) -> dict[str, int]:
     raw = batch.get("request_counts") or {}
-    c = {k: raw.get(k) if isinstance(raw.get(k), int) else 0
-         for k in ("processing", "succeeded", "errored", "canceled", "expired")}
+    c: dict[str, int] = {}
+    for key in ("processing", "succeeded", "errored", "canceled", "expired"):
+        value = raw.get(key)
+        c[key] = value if isinstance(value, int) else 0
     return {"total": sum(c.values()), "completed": c["succeeded"], "failed": c["errored"],
             "cancelled": c["canceled"], "expired": c["expired"], "processing": c["processing"]}
 
@@ -517,7 +520,9 @@ _NEVER_RAN = {
 def batch_result(line: dict[str, Any], created: int) -> BatchResult:
     """One line of a batch's results file, in OpenAI shape."""
     custom_id = str(line.get("custom_id"))
-    result = line.get("result") if isinstance(line.get("result"), dict) else {}
+    result = line.get("result")
+    if not isinstance(result, dict):
+        result = {}
     kind = result.get("type")
     if kind == "succeeded" and isinstance(result.get("message"), dict):
         completion = chat_completion(result["message"], created)
@@ -527,7 +532,7 @@ def batch_result(line: dict[str, Any], created: int) -> BatchResult:
         status = error_status(error_type)
         error = error_object(status, error_type, message)
         return BatchResult(custom_id, status, orjson.dumps({"error": error}), error)
-    code, text = _NEVER_RAN.get(kind, ("unknown_result", f"The provider reported a result of type {kind!r}."))
+    code, text = _NEVER_RAN.get(str(kind), ("unknown_result", f"The provider reported a result of type {kind!r}."))
     return BatchResult(custom_id, None, None, {"message": text, "type": "upstream_error", "param": None, "code": code})
 
 
