@@ -367,7 +367,7 @@ def _middleware(gateway: Gateway) -> list[Middleware]:
 def build_app(gateway: Gateway, admin: bool = True) -> Starlette:
     """The API app, which owns the gateway's start and close; ``admin=False`` leaves /admin/* out."""
     from gateway.api import admin as admin_api
-    from gateway.api import files_batches, jobs, openai_routes, openapi, probes
+    from gateway.api import files_batches, jobs, openai_routes, openapi, probes, ui
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -380,7 +380,7 @@ def build_app(gateway: Gateway, admin: bool = True) -> Starlette:
     routes: list[Any] = [*openai_routes.routes(gateway), *jobs.routes(gateway), *files_batches.routes(gateway),
                          *probes.routes(gateway), *openapi.routes(gateway)]
     if admin:
-        routes += admin_api.routes(gateway)
+        routes += [*admin_api.routes(gateway), *ui.routes()]
     app = Starlette(routes=routes, lifespan=lifespan, middleware=_middleware(gateway),
                     exception_handlers=dict(_HANDLERS))
     app.state.gateway = gateway
@@ -390,9 +390,9 @@ def build_app(gateway: Gateway, admin: bool = True) -> Starlette:
 def build_admin_app(gateway: Gateway) -> Starlette:
     """The admin API alone, for ``server.admin_port``; it shares the API app's gateway."""
     from gateway.api import admin as admin_api
-    from gateway.api import probes
+    from gateway.api import probes, ui
 
-    app = Starlette(routes=[*admin_api.routes(gateway), *probes.routes(gateway)],
+    app = Starlette(routes=[*admin_api.routes(gateway), *ui.routes(), *probes.routes(gateway)],
                     middleware=_middleware(gateway), exception_handlers=dict(_HANDLERS))
     app.state.gateway = gateway
     return app

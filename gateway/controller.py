@@ -77,6 +77,7 @@ class ModeController:
         self.leader = False
         self.shared = False  # whether the last tick reached Redis
         self._by_model: dict[str, Mode] = {m: Mode.NORMAL for m in config.models}
+        self._expires_next: float | None = None  # when the next override ends
         self._last_effective: dict[str, Mode] = {}
         self._lease = redis.register_script(_LEASE)
         # Transitions decided but not yet written to the audit stream (kept while Redis is away).
@@ -90,6 +91,8 @@ class ModeController:
         self.window.observe(outcome, time.time())
 
     def effective(self, model: str) -> Mode:
+        if self._expires_next is not None and time.time() >= self._expires_next:
+            self._recompute(time.time())  # an override just ended: apply that now, not at the next tick
         return self._by_model.get(model, Mode.NORMAL)
 
     def scope(self, name: str, now: float | None = None) -> ScopeView:
@@ -166,6 +169,7 @@ class ModeController:
         before = self.auto.get(scope, AutoState())
         after = transition(before, figs, self.cfg, now)
         self.auto[scope] = after
+        self._recompute(now)  # requests follow what GET /admin/mode shows at once, not after the next awaits
         if after.mode is not before.mode and len(self._pending_audit) < 1000:
             self._pending_audit.append((scope, before.mode, after.mode, Source.AUTO, "controller", after.reason, after.figures))
 
@@ -186,6 +190,7 @@ class ModeController:
                     to = self.auto.get(scope, AutoState()).mode
                     self._pending_audit.append((scope, old.mode, to, Source.OPERATOR, old.actor, "override expired", {}))
         self.overrides = seen
+        self._recompute(now)
         await self._write_audit()
 
     async def _write_audit(self) -> None:
@@ -215,6 +220,8 @@ class ModeController:
         global_mode = self.scope(GLOBAL, now).mode
         by_provider = {p: self.scope(p, now).mode for p in self.config.providers}
         self._by_model = {m: effective(global_mode, by_provider[p]) for m, p in self.first_provider.items()}
+        self._expires_next = min((o.expires_at for o in self.overrides.values()
+                                  if o.expires_at is not None and o.active(now)), default=None)
         for scope in self.scopes:
             mode = global_mode if scope == GLOBAL else by_provider[scope]
             if self._last_effective.get(scope) is not mode:
@@ -230,7 +237,7 @@ class ModeController:
         ov = Override(mode, reason, actor, now, now + ttl_s if ttl_s else None)
         try:
             await self.redis.set(self.keys.mode_override(scope), orjson.dumps(ov.to_dict()),
-                                 px=int(ttl_s * 1000) if ttl_s else None)
+                                 px=max(int(ttl_s * 1000), 1) if ttl_s else None)
         except (RedisError, OSError):
             raise QueueUnavailable("Mode overrides are shared through Redis, which is unavailable.") from None
         self.overrides[scope] = ov
@@ -258,6 +265,17 @@ class ModeController:
         except (RedisError, OSError):
             raise QueueUnavailable("The audit log lives in Redis, which is unavailable.") from None
         return [orjson.loads(fields[b"e"]) for _, fields in rows]
+
+    async def audit_action(self, action: str, actor: str, details: dict[str, Any], reason: str = "") -> None:
+        """Record an operator action other than a mode change (a job cancelled, say) in the same audit log."""
+        entry = {"time": time.time(), "action": action, "scope": None, "actor": actor, "reason": reason,
+                 "details": details}
+        log.warning("operator action %s by %s", action, actor,
+                    extra={"fields": {"action": action, "actor": actor, "reason": reason, **details}})
+        try:
+            await self.redis.xadd(self.keys.audit, {"e": orjson.dumps(entry)}, maxlen=AUDIT_MAXLEN, approximate=True)
+        except (RedisError, OSError):
+            log.warning("audit record not stored: Redis is unavailable")
 
     def describe(self, now: float | None = None) -> dict[str, Any]:
         """Every scope's effective mode, its source, the override and the figures behind it."""

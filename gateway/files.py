@@ -258,7 +258,8 @@ class FileStore:
             gone = [fid for fid, h in zip(ids, hashes) if not h]
             if gone:
                 await self._io(lambda: self.redis.zrem(index, *gone))
-            found += [r for r in (FileRecord.from_hash(h) for h in hashes if h) if purpose is None or r.purpose == purpose]
+            records = (FileRecord.from_hash(h) for h in hashes if h)
+            found += [r for r in records if purpose is None or r.purpose == purpose]
             cursor = ids[-1]
             if len(ids) < page:
                 break

@@ -1,4 +1,4 @@
-"""The admin API: modes (show, override, clear), status and the audit log.
+"""The admin API: modes (show, override, clear), status, the audit log, and cancelling a queued job.
 
 Every endpoint needs an admin key; with none configured it answers on loopback
 only. Secrets never appear in what it returns.
@@ -11,6 +11,7 @@ from typing import Any
 
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from redis.exceptions import RedisError
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -18,8 +19,9 @@ from starlette.routing import Route
 from gateway import __version__
 from gateway.app import Gateway
 from gateway.auth import Admin
-from gateway.errors import GatewayError, InvalidJSON, InvalidRequest, NotFound
+from gateway.errors import GatewayError, InvalidJSON, InvalidRequest, JobConflict, NotFound, QueueUnavailable
 from gateway.modes import GLOBAL
+from gateway.queue.job import JobStatus
 from gateway.severity import Mode
 
 
@@ -107,12 +109,33 @@ def routes(gw: Gateway) -> list[Route]:
         admin(request)
         return _json(await status_view(gw))
 
+    async def cancel_job(request: Request) -> Response:
+        """Any client's queued job, by id: the responder's counterpart of ``DELETE /v1/jobs/{id}``."""
+        who = admin(request)
+        body = await body_of(request)
+        assert gw.store is not None and gw.controller is not None
+        job = await gw.store.get(request.path_params["job_id"])
+        if job is None:
+            raise NotFound("No such job.", code="job_not_found")
+        # Checked first: the store also answers "cancelled" for a job that already was.
+        now: str | None = job.status.value
+        if job.status is JobStatus.QUEUED:
+            now = await gw.store.cancel(job.id, job.tier)  # atomic, in case a drainer claims it meanwhile
+        if job.status is not JobStatus.QUEUED or now != "cancelled":
+            raise JobConflict(f"The job is {now}; only a queued job can be cancelled.")
+        await gw.controller.audit_action(
+            "job.cancel", who.name, {"job_id": job.id, "tier": job.tier, "model": job.model, "client": job.client},
+            str(body.get("reason") or "")[:500])
+        job = await gw.store.get(job.id) or job
+        return _json(job.to_object())
+
     return [
         Route("/admin/mode", get_mode, methods=["GET"]),
         Route("/admin/mode", put_mode, methods=["PUT"]),
         Route("/admin/mode", delete_mode, methods=["DELETE"]),
         Route("/admin/audit", audit, methods=["GET"]),
         Route("/admin/status", status, methods=["GET"]),
+        Route("/admin/jobs/{job_id}", cancel_job, methods=["DELETE"]),
     ]
 
 
@@ -133,12 +156,14 @@ async def status_view(gw: Gateway) -> dict[str, Any]:
         }
     queue: dict[str, Any] = {}
     dead: int | None = None
+    batches: list[dict[str, Any]] = []
     if gw.store is not None:
         try:
             for tier in gw.tier_order:
                 depth, age = await gw.store.depth(tier)
                 queue[tier] = {"depth": depth, "oldest_age_s": round(age, 3)}
             dead = await gw.store.dead_letters()
+            batches = await _provider_batches(gw, now)
         except GatewayError:
             queue = {"error": "queue unavailable"}
     admission = {
@@ -155,6 +180,7 @@ async def status_view(gw: Gateway) -> dict[str, Any]:
         "redis": "ok" if await gw.redis_ready() else "unreachable",
         "controller": {"leader": c.leader, "shared": c.shared, "automatic": deg.enabled},
         "modes": c.describe(now),
+        "models": {m: c.effective(m).value for m in gw.config.models},
         "thresholds": {"enter": deg.enter.model_dump(), "exit": deg.exit.model_dump(),
                        "shed": deg.shed.model_dump() if deg.shed else None,
                        "window_s": deg.window_s, "min_samples": deg.min_samples},
@@ -163,6 +189,31 @@ async def status_view(gw: Gateway) -> dict[str, Any]:
         "admission": admission,
         "queue": queue,
         "dead_letters": dead,
-        "provider_batches": {},
+        "provider_batches": batches,
         "draining": gw.draining,
     }
+
+
+async def _provider_batches(gw: Gateway, now: float) -> list[dict[str, Any]]:
+    """The provider batches submitted and not yet landed, oldest first (the set the poller walks)."""
+    assert gw.store is not None
+    r, keys = gw.store.redis, gw.store.keys
+    try:
+        members = [m.decode() if isinstance(m, bytes) else m for m in await r.smembers(keys.provider_batches)]
+        async with r.pipeline(transaction=False) as pipe:
+            for member in members:
+                pipe.hgetall(keys.provider_batch(member))
+            rows = await pipe.execute()
+    except (RedisError, OSError):
+        raise QueueUnavailable("Provider batches are recorded in Redis, which is unavailable.") from None
+    out = []
+    for raw in rows:
+        if not raw:
+            continue
+        rec = {k.decode(): v.decode() for k, v in raw.items()}
+        submitted = float(rec.get("submitted_at", now))
+        out.append({"provider": rec.get("provider"), "model": rec.get("model"), "route": rec.get("route"),
+                    "upstream_id": rec.get("upstream_id"), "items": len(orjson.loads(rec.get("jobs", "[]"))),
+                    "submitted_at": submitted, "age_s": round(max(now - submitted, 0.0), 1),
+                    "polls": int(rec.get("polls", 0))})
+    return sorted(out, key=lambda b: b["submitted_at"])

@@ -21,7 +21,8 @@ from gateway.app import Gateway
 from gateway.auth import Client
 from gateway.errors import InvalidRequest, NotFound, ServiceUnavailable
 from gateway.files import MAX_EXPIRY_S, MIN_EXPIRY_S, UPLOAD_PURPOSES, FileRecord, expiry_seconds
-from gateway.queue.client_batches import BatchRecord, ClientBatches
+from gateway.queue.client_batch import BatchRecord
+from gateway.queue.client_batches import ClientBatches
 
 MAX_FILES_PAGE = 10_000
 MAX_BATCHES_PAGE = 100
@@ -101,7 +102,7 @@ def routes(gw: Gateway) -> list[Route]:
     async def upload(request: Request) -> Response:
         client, batches = auth(request)
         writer = batches.files.writer()
-        form = await read_upload(request, writer)
+        form = await read_upload(request, writer, gw.config.server.body_timeout_s)
         try:
             purpose = form.fields.get("purpose")
             if purpose not in UPLOAD_PURPOSES:

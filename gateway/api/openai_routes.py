@@ -189,7 +189,9 @@ class Proxy:
         if done is None or not done.status.terminal:
             raise RequestDeferred(
                 f"The request was deferred and is still running; fetch its result from /v1/jobs/{job.id}.",
-                headers={"Retry-After": str(max(int(tier.hold_s), 1)), "X-Gateway-Job-Id": job.id},
+                # x-should-retry: the work is queued already; an SDK that re-sent the request would queue it twice.
+                headers={"Retry-After": str(max(int(tier.hold_s), 1)), "X-Gateway-Job-Id": job.id,
+                         "x-should-retry": "false"},
                 extra={"job_id": job.id},
             )
         out["X-Gateway-Deferred"] = "true"

@@ -138,6 +138,9 @@ def document() -> dict[str, Any]:
             "/admin/audit": {"get": {"summary": "Audit log", "parameters": [
                 {"name": "limit", "in": "query", "required": False, "schema": {"type": "integer", "minimum": 1}}],
                 "responses": {"200": _ok("audit entries"), **_errors(400, 401, 503)}}},
+            "/admin/jobs/{job_id}": {"delete": {"summary": "Cancel any client's queued job", "parameters": [
+                {"name": "job_id", "in": "path", "required": True, "schema": {"type": "string"}}],
+                "responses": {"200": _ok("a job"), **_errors(401, 404, 409, 503)}}},
             "/healthz": {"get": {"summary": "Liveness", "security": [], "responses": {"200": _ok("alive")}}},
             "/readyz": {"get": {"summary": "Readiness", "security": [], "responses": {
                 "200": _ok("ready"), "503": _ok("not ready")}}},

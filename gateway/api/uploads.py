@@ -8,6 +8,7 @@ fields are kept; everything else about the form is bounded too.
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -16,7 +17,7 @@ from python_multipart.exceptions import FormParserError
 from python_multipart.multipart import parse_options_header
 from starlette.requests import Request
 
-from gateway.errors import InvalidRequest, PayloadTooLarge, UnsupportedMediaType
+from gateway.errors import InvalidRequest, PayloadTooLarge, RequestTimeout, UnsupportedMediaType
 from gateway.files import FileWriter, JsonlCheck
 
 MAX_FIELDS = 16
@@ -62,8 +63,12 @@ class _Events:
         return items
 
 
-async def read_upload(request: Request, writer: FileWriter) -> Upload:
-    """Read the form, streaming its one file part into ``writer``; on any error the writer is aborted."""
+async def read_upload(request: Request, writer: FileWriter, idle_timeout_s: float) -> Upload:
+    """Read the form, streaming its one file part into ``writer``; on any error the writer is aborted.
+
+    A large upload may take long, but each chunk must follow the last within
+    ``idle_timeout_s`` (408 otherwise), so a trickled body cannot hold a connection.
+    """
     ctype, options = parse_options_header(request.headers.get("content-type"))
     boundary = options.get(b"boundary")
     if ctype != b"multipart/form-data" or not boundary:
@@ -78,7 +83,7 @@ async def read_upload(request: Request, writer: FileWriter) -> Upload:
     header_name = b""
     header_value = b""
     try:
-        async for chunk in request.stream():
+        async for chunk in _chunks(request, idle_timeout_s):
             try:
                 parser.write(chunk)
             except FormParserError as exc:
@@ -107,6 +112,19 @@ async def read_upload(request: Request, writer: FileWriter) -> Upload:
         await writer.abort()
         raise
     return upload
+
+
+async def _chunks(request: Request, idle_timeout_s: float) -> Any:
+    stream = request.stream().__aiter__()
+    while True:
+        try:
+            async with asyncio.timeout(idle_timeout_s):
+                chunk = await stream.__anext__()
+        except StopAsyncIteration:
+            return
+        except TimeoutError:
+            raise RequestTimeout(f"The upload stalled for {idle_timeout_s:g}s.") from None
+        yield chunk
 
 
 def _begin_part(part: _Part, upload: Upload, writer: FileWriter) -> None:

@@ -64,6 +64,8 @@ def observe(ev: bytes, stats: StreamStats, strip_usage: bool) -> bool:
 def replay(route: str, answer: dict, include_usage: bool) -> bytes:
     """A complete SSE stream equivalent to a non-streaming ``answer``, for deferred stream requests."""
     base = {k: answer[k] for k in ("id", "created", "model", "system_fingerprint") if k in answer}
+    # Set up front: an answer without choices still sends a (usage) chunk, and it needs its object type.
+    base["object"] = "text_completion" if route == "completions" else "chat.completion.chunk"
     chunks: list[dict] = []
     for choice in answer.get("choices") or []:
         index = choice.get("index", 0)

@@ -7,14 +7,21 @@ fails the whole batch before a single line is queued. Blank lines are skipped.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable, Iterator
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 from typing import Any
 
 import orjson
 
+from gateway.api.body import check_params
+from gateway.errors import InvalidRequest
+
 # Batch endpoints and the router route each one is served by.
-ENDPOINTS = {"/v1/chat/completions": "chat/completions", "/v1/completions": "completions", "/v1/embeddings": "embeddings"}
+ENDPOINTS = {
+    "/v1/chat/completions": "chat/completions",
+    "/v1/completions": "completions",
+    "/v1/embeddings": "embeddings",
+}
 MAX_REQUESTS = 50_000  # OpenAI's limit per batch
 MAX_ERRORS = 100  # reported per failed batch; a broken file would otherwise repeat one error per line
 
@@ -66,7 +73,8 @@ def parse_line(raw: bytes, line: int, endpoint: str, models: Collection[str]) ->
         return LineError("invalid_method", f"The method must be POST, not {method!r}.", line, "method")
     url = item.get("url")
     if url != endpoint:
-        return LineError("url_mismatch", f"The url {url!r} does not match the batch endpoint {endpoint!r}.", line, "url")
+        return LineError("url_mismatch", f"The url {url!r} does not match the batch endpoint {endpoint!r}.", line,
+                         "url")
     body = item.get("body")
     if not isinstance(body, dict):
         return LineError("missing_required_parameter", "body must be a JSON object.", line, "body")
@@ -75,15 +83,11 @@ def parse_line(raw: bytes, line: int, endpoint: str, models: Collection[str]) ->
         return LineError("missing_required_parameter", "body.model must be a non-empty string.", line, "body.model")
     if model not in models:
         return LineError("model_not_found", f"The model {model!r} does not exist.", line, "body.model")
+    try:
+        check_params(ENDPOINTS[endpoint], body)  # what the HTTP path refuses, a line may not smuggle in
+    except InvalidRequest as exc:
+        return LineError(exc.code, exc.message, line, f"body.{exc.param}" if exc.param else "body")
     return BatchRequest(line, custom_id, model, orjson.dumps(body))
-
-
-def requests(lines: Iterable[bytes], endpoint: str, models: Collection[str]) -> Iterator[BatchRequest]:
-    """The requests of an already validated file, in order."""
-    for number, raw in enumerate(lines, 1):
-        parsed = parse_line(raw, number, endpoint, models)
-        if isinstance(parsed, BatchRequest):
-            yield parsed
 
 
 def validate(lines: Iterable[bytes], endpoint: str, models: Collection[str],
@@ -99,8 +103,8 @@ def validate(lines: Iterable[bytes], endpoint: str, models: Collection[str],
         if isinstance(parsed, BatchRequest):
             count += 1
             if parsed.custom_id in seen:
-                parsed = LineError("duplicate_custom_id",
-                                   f"The custom_id {parsed.custom_id!r} is used by an earlier line.", number, "custom_id")
+                message = f"The custom_id {parsed.custom_id!r} is used by an earlier line."
+                parsed = LineError("duplicate_custom_id", message, number, "custom_id")
             else:
                 seen.add(parsed.custom_id)
         if isinstance(parsed, LineError) and len(errors) < MAX_ERRORS:

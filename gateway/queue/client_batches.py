@@ -14,14 +14,10 @@ or whose window passed (``expired``, with partial results).
 from __future__ import annotations
 
 import asyncio
-import base64
-import hashlib
 import logging
 import secrets
 import time
 from collections.abc import AsyncIterator, Iterator, Sequence
-from dataclasses import dataclass
-from enum import Enum
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -31,6 +27,7 @@ from gateway.auth import Client
 from gateway.errors import GatewayError, InvalidRequest, JobConflict, QueueUnavailable
 from gateway.files import OUTPUT_PURPOSE, FileRecord, FileStore, page_ids, sortable_id
 from gateway.queue import batch_input
+from gateway.queue.client_batch import BatchRecord, BatchStatus, batch_job_id, batch_tier, leftover_line, result_line
 from gateway.queue.job import Job, JobStatus
 from gateway.queue.store import Outcome
 
@@ -45,23 +42,6 @@ FANOUT_CHUNK = 200
 FINAL_CHUNK = 500
 DISK_SWEEP_S = 300.0
 RECONCILE_AFTER = 3  # sweeps without progress before a batch's unsettled lines are checked one by one
-
-
-class BatchStatus(str, Enum):
-    VALIDATING = "validating"
-    FAILED = "failed"
-    IN_PROGRESS = "in_progress"
-    FINALIZING = "finalizing"
-    COMPLETED = "completed"
-    EXPIRED = "expired"
-    CANCELLING = "cancelling"
-    CANCELLED = "cancelled"
-
-    @property
-    def final(self) -> bool:
-        return self in (BatchStatus.FAILED, BatchStatus.COMPLETED, BatchStatus.EXPIRED, BatchStatus.CANCELLED)
-
-
 RUNNING = "in_progress,cancelling"  # the statuses in which lines settle
 
 # KEYS: batch, index, open. ARGV: ttl_s, id, expires_at, then field/value pairs.
@@ -134,107 +114,6 @@ if settled >= tonumber(redis.call('HGET', KEYS[1], 'total') or '0') then
 end
 return 1
 """
-
-
-def batch_tier(client: Client, configured: str | None) -> str:
-    """The tier a client's batch lines are queued in: its ``batch_tier``, else background if allowed, else its default."""
-    if configured:
-        return configured
-    if "background" in client.tiers:
-        return "background"
-    return client.default_tier
-
-
-def batch_job_id(batch_id: str, index: int) -> str:
-    """Line ``index``'s job id: derived, so a resumed fan-out finds what it already queued."""
-    digest = hashlib.sha256(f"{batch_id}:{index}".encode()).digest()[:18]
-    return "job_" + base64.urlsafe_b64encode(digest).decode()
-
-
-def result_line(job_id: str, custom_id: str, status: JobStatus, response_status: int | None,
-                response_body: bytes | None, error: dict[str, Any] | None) -> tuple[str, bytes]:
-    """A settled line as (kind, output-file line); kind is completed, failed, or none (cancelled)."""
-    response = None
-    if response_status is not None:
-        body: Any = None
-        if response_body:
-            try:
-                body = orjson.loads(response_body)
-            except orjson.JSONDecodeError:
-                body = response_body.decode(errors="replace")
-        response = {"status_code": response_status, "request_id": job_id, "body": body}
-    line: dict[str, Any] = {"id": "batch_req_" + job_id.removeprefix("job_"), "custom_id": custom_id,
-                            "response": response, "error": None}
-    if status is JobStatus.SUCCEEDED:
-        return "completed", orjson.dumps(line)
-    if status is JobStatus.CANCELLED:
-        line["error"] = {"code": "request_cancelled", "message": "The request was cancelled before it ran."}
-        return "none", orjson.dumps(line)
-    err = error or {}
-    upstream = response["body"].get("error") if response and isinstance(response["body"], dict) else None
-    if isinstance(upstream, dict):  # the provider's own words beat the gateway's summary of them
-        err = {"code": upstream.get("code") or "request_failed", "message": upstream.get("message") or ""}
-    code = "batch_expired" if status is JobStatus.EXPIRED else err.get("code") or "request_failed"
-    message = err.get("message") or f"The request ended {status.value}."
-    line["error"] = {"code": code, "message": message}
-    return "failed", orjson.dumps(line)
-
-
-def leftover_line(job_id: str, custom_id: str, final: BatchStatus) -> bytes:
-    """The error line of a request the batch ended without (cancelled, expired, or lost)."""
-    if final is BatchStatus.CANCELLED:
-        error = {"code": "batch_cancelled", "message": "This request was not executed because the batch was cancelled."}
-    elif final is BatchStatus.EXPIRED:
-        error = {"code": "batch_expired",
-                 "message": "This request could not be executed before the completion window expired."}
-    else:
-        error = {"code": "result_unavailable", "message": "The result of this request is no longer available."}
-    return orjson.dumps({"id": "batch_req_" + job_id.removeprefix("job_"), "custom_id": custom_id,
-                         "response": None, "error": error})
-
-
-@dataclass(frozen=True, slots=True)
-class BatchRecord:
-    h: dict[str, str]
-
-    @classmethod
-    def from_hash(cls, raw: dict[bytes, bytes]) -> BatchRecord:
-        return cls({k.decode(): v.decode() for k, v in raw.items()})
-
-    def num(self, key: str) -> float:
-        return float(self.h.get(key) or 0)
-
-    def stamp(self, key: str) -> int | None:
-        return int(float(self.h[key])) if self.h.get(key) else None
-
-    @property
-    def id(self) -> str:
-        return self.h["id"]
-
-    @property
-    def client(self) -> str:
-        return self.h.get("client", "")
-
-    @property
-    def status(self) -> BatchStatus:
-        return BatchStatus(self.h["status"])
-
-    def to_object(self) -> dict[str, Any]:
-        """The OpenAI ``batch`` object."""
-        errors = self.h.get("errors")
-        metadata = self.h.get("metadata")
-        return {
-            "id": self.id, "object": "batch", "endpoint": self.h["endpoint"],
-            "errors": orjson.loads(errors) if errors else None,
-            "input_file_id": self.h["input_file_id"], "completion_window": self.h["completion_window"],
-            "status": self.h["status"], "output_file_id": self.h.get("output_file_id") or None,
-            "error_file_id": self.h.get("error_file_id") or None,
-            **{f"{k}_at": self.stamp(f"{k}_at") for k in ("created", "in_progress", "expires", "finalizing", "completed",
-                                                          "failed", "expired", "cancelling", "cancelled")},
-            "request_counts": {"total": int(self.num("total")), "completed": int(self.num("completed")),
-                               "failed": int(self.num("failed"))},
-            "metadata": orjson.loads(metadata) if metadata else None,
-        }
 
 
 def _read_chunk(numbered: Iterator[tuple[int, bytes]], n: int) -> list[tuple[int, bytes]]:
@@ -348,7 +227,8 @@ class ClientBatches:
                 self._step(f"batch-cancel-{record.id[-8:]}", self._cancel_lines(record.id))
             elif done not in (b"cancelling", b"cancelled"):
                 status = done.decode() if isinstance(done, bytes) else "gone"
-                raise JobConflict(f"The batch is {status}; it can no longer be cancelled.", code="batch_not_cancellable")
+                raise JobConflict(f"The batch is {status}; it can no longer be cancelled.",
+                                  code="batch_not_cancellable")
         return await self.get(record.id) or record
 
     # -- progress
@@ -560,8 +440,10 @@ class ClientBatches:
                                         lease_until=time.time() + LEASE_S):
                     raise _LeaseLost
             ttl = int(record.num("output_ttl_s")) or self.config.ttl_s
-            output = await out.commit(record.client, f"{batch_id}_output.jsonl", OUTPUT_PURPOSE, ttl) if out.size else None
-            error = await err.commit(record.client, f"{batch_id}_error.jsonl", OUTPUT_PURPOSE, ttl) if err.size else None
+            output = await out.commit(record.client, f"{batch_id}_output.jsonl", OUTPUT_PURPOSE, ttl) \
+                if out.size else None
+            error = await err.commit(record.client, f"{batch_id}_error.jsonl", OUTPUT_PURPOSE, ttl) \
+                if err.size else None
         except _LeaseLost:
             await out.abort()
             await err.abort()
@@ -607,10 +489,12 @@ class ClientBatches:
                     await self.files.sweep_disk()
             except GatewayError as exc:
                 log.warning("batch sweep skipped: %s", exc.message)
+            except Exception:  # noqa: BLE001 - one bad pass must not end the sweep for good
+                log.exception("batch sweep failed")
 
     async def sweep(self) -> None:
         """One pass over open batches: resume stalled steps, finalize missed ones, expire late ones."""
-        ids = await self._io(self.redis.zrange, self.keys.open_client_batches, 0, 999)
+        ids = await self._io(self.redis.zrange, self.keys.open_client_batches, 0, -1)
         for raw_id in ids:
             batch_id = raw_id.decode()
             record = await self.get(batch_id)

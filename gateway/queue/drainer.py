@@ -127,6 +127,8 @@ class Drainer:
         if outcome is None:  # retryable: back to the queue, unless attempts are used up
             if job.attempts >= self.q.max_attempts:
                 error = {"message": f"The job failed {job.attempts} times.", "type": "upstream_error", "code": "max_attempts"}
+                if job.error:
+                    error["last_error"] = job.error  # what went wrong on the final attempt, for whoever reads the job
                 await self._finish(job, entry, Outcome(JobStatus.FAILED, error=error, dead=True))
                 return
             await asyncio.sleep(min(retry_delay_s(job.attempts), max(job.deadline - time.time(), 0)))

@@ -9,7 +9,9 @@ separately by admission, where drains only get what the sync tiers leave free.
 from __future__ import annotations
 
 import redis.asyncio as aioredis
+from redis.exceptions import RedisError
 
+from gateway.errors import QueueUnavailable
 from gateway.queue.keys import Keys
 from gateway.quota import Buckets
 
@@ -26,6 +28,9 @@ class Envelope:
         ``scale`` < 1 shrinks the envelope (a degraded provider drains slower).
         """
         rpm, tpm = self._limits.get(provider, (None, None))
-        return await self._buckets.take_per_minute(
-            self._keys.bucket(provider, "rpm"), rpm, self._keys.bucket(provider, "tpm"), tpm, tokens, scale
-        )
+        try:
+            return await self._buckets.take_per_minute(
+                self._keys.bucket(provider, "rpm"), rpm, self._keys.bucket(provider, "tpm"), tpm, tokens, scale
+            )
+        except (RedisError, OSError) as exc:  # converted where it enters, so the drainer can back off
+            raise QueueUnavailable(f"The drain envelope is unavailable ({type(exc).__name__}).") from None

@@ -47,9 +47,13 @@ class GatewayProcess:
         cmd = [*self.launcher, self.command]
         if self.config_path is not None:
             cmd += ["--config", str(self.config_path)]
-        cmd += ["--port", str(self.port), *self.args]
+        if self.command != "worker":  # a worker serves no HTTP: no port, and nothing to poll
+            cmd += ["--port", str(self.port)]
+        cmd += list(self.args)
         self._log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(cmd, env=self.env, cwd=self.cwd, stdout=self._log, stderr=subprocess.STDOUT)
+        if self.command == "worker":
+            return self  # tests wait on what the worker does (jobs completing), not on a probe
         try:
             wait_http(self.url + wait, proc=self.proc)
         except Exception:
@@ -63,6 +67,12 @@ class GatewayProcess:
     def signal(self, sig: int) -> None:
         assert self.proc is not None
         self.proc.send_signal(sig)
+
+    def kill(self) -> None:
+        """SIGKILL: no shutdown code runs, as in a crash."""
+        assert self.proc is not None
+        self.proc.kill()
+        self.proc.wait(10)
 
     def stop(self, timeout: float = 15.0) -> int | None:
         if self.proc is None:

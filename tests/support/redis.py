@@ -42,11 +42,20 @@ class RedisServer:
                 time.sleep(0.05)
         raise TimeoutError("redis-server did not start")
 
-    def stop(self) -> None:
+    def stop(self, kill: bool = False) -> None:
+        """Stop the server; ``kill`` sends SIGKILL, so nothing is saved on the way out."""
         if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
+            if kill:
+                self.proc.kill()
+            else:
+                self.proc.terminate()
             self.proc.wait(10)
         self.proc = None
+
+    def restart(self, kill: bool = False) -> RedisServer:
+        """Stop and start again on the same port and folder (with AOF, the data comes back)."""
+        self.stop(kill=kill)
+        return self.start()
 
     def client(self) -> redis.Redis:
         return redis.Redis(port=self.port)

@@ -34,6 +34,7 @@ class Behaviour:
     cut_after_events: int | None = None  # streams: end the body without [DONE] after N events
     event_delay_s: float = 0.0  # streams: pause between events
     output_tokens: int = 5
+    gate: threading.Event | None = None  # hold the response until the test sets it
 
 
 @dataclass
@@ -137,6 +138,8 @@ class FakeUpstream:
                 self.active[model] -= 1
 
     async def _respond(self, send: Any, path: str, model: str, body: dict[str, Any], b: Behaviour) -> None:
+        while b.gate is not None and not b.gate.is_set():
+            await asyncio.sleep(0.01)
         if b.delay_s:
             await asyncio.sleep(b.delay_s)
         if b.status != 200 or b.body is not None:
