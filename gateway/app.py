@@ -364,10 +364,8 @@ def _middleware(gateway: Gateway) -> list[Middleware]:
     return middleware
 
 
-def build_app(gateway: Gateway, admin: bool = True) -> Starlette:
-    """The API app, which owns the gateway's start and close; ``admin=False`` leaves /admin/* out."""
-    from gateway.api import admin as admin_api
-    from gateway.api import files_batches, jobs, openai_routes, openapi, probes, ui
+def _lifespan(gateway: Gateway) -> Any:
+    """Start the gateway with the listener and close it after the listener drained."""
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -377,11 +375,29 @@ def build_app(gateway: Gateway, admin: bool = True) -> Starlette:
         finally:
             await gateway.close()
 
+    return lifespan
+
+
+def build_app(gateway: Gateway, admin: bool = True) -> Starlette:
+    """The API app, which owns the gateway's start and close; ``admin=False`` leaves /admin/* out."""
+    from gateway.api import admin as admin_api
+    from gateway.api import files_batches, jobs, openai_routes, openapi, probes, ui
+
     routes: list[Any] = [*openai_routes.routes(gateway), *jobs.routes(gateway), *files_batches.routes(gateway),
                          *probes.routes(gateway), *openapi.routes(gateway)]
     if admin:
         routes += [*admin_api.routes(gateway), *ui.routes()]
-    app = Starlette(routes=routes, lifespan=lifespan, middleware=_middleware(gateway),
+    app = Starlette(routes=routes, lifespan=_lifespan(gateway), middleware=_middleware(gateway),
+                    exception_handlers=dict(_HANDLERS))
+    app.state.gateway = gateway
+    return app
+
+
+def build_worker_app(gateway: Gateway) -> Starlette:
+    """Probes and metrics for ``gateway worker --port``; it owns the worker's start and close."""
+    from gateway.api import probes
+
+    app = Starlette(routes=probes.routes(gateway), lifespan=_lifespan(gateway), middleware=_middleware(gateway),
                     exception_handlers=dict(_HANDLERS))
     app.state.gateway = gateway
     return app

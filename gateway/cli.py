@@ -68,7 +68,16 @@ def cmd_worker(args: argparse.Namespace) -> None:
     gw_logging.configure(cfg.server.log_level, cfg.server.log_format, redaction.from_config(cfg))
     url, private = asyncio.run(redis_server.resolve(cfg.redis.url, cfg.redis.private, Path(cfg.redis.private_dir)))
     gateway = Gateway(cfg, run_worker=True, redis_url=url, private_redis=private)
-    _run_until_signal(gateway)
+    if args.port is None:
+        _run_until_signal(gateway)
+        return
+    from gateway import server
+    from gateway.app import build_worker_app
+
+    # Probes and /metrics, so a worker can be scraped and health-checked like the API.
+    host = args.host or cfg.server.host
+    log.info("worker probes and metrics on http://%s:%d", host, args.port)
+    server.run(build_worker_app(gateway), host, args.port, cfg.server.shutdown_grace_s)
 
 
 def _run_until_signal(gateway: object) -> None:
@@ -191,6 +200,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("worker", help="run the queue drainers and batch poller alone")
     p.add_argument("--config", help="YAML config (default: $GATEWAY_CONFIG, else the embedded default)")
+    p.add_argument("--host", help="address for --port (default: server.host)")
+    p.add_argument("--port", type=int, help="serve /healthz, /readyz and /metrics on this port")
     p.set_defaults(func=cmd_worker)
 
     p = sub.add_parser("check-config", help="validate a config file")
