@@ -19,6 +19,7 @@ NAMESPACE = "llm"
 # The CRD-backed API versions the chart checks with .Capabilities.APIVersions.Has.
 CRD_APIS = (
     "monitoring.coreos.com/v1/ServiceMonitor",
+    "monitoring.coreos.com/v1/PodMonitor",
     "monitoring.coreos.com/v1/PrometheusRule",
     "keda.sh/v1alpha1/ScaledObject",
 )

@@ -129,7 +129,10 @@ def test_worker_deployment_runs_gateway_worker() -> None:
     docs = documents(rendered("default"))
     c = _container(one(docs, "Deployment", WORKER))
     assert c["args"][0] == "worker"
-    assert "ports" not in c
+    port = int(c["args"][c["args"].index("--port") + 1])
+    assert c["ports"] == [{"name": "metrics", "containerPort": port, "protocol": "TCP"}]
+    assert c["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "metrics"}
+    assert c["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "metrics"}
     pod = one(docs, "Deployment", WORKER)["spec"]["template"]["spec"]
     assert pod["terminationGracePeriodSeconds"] > gateway_config(docs)["server"]["shutdown_grace_s"]
 
@@ -253,10 +256,10 @@ def test_keda_replaces_the_worker_hpa_never_both() -> None:
 def test_monitoring_objects_need_their_crds() -> None:
     without = rendered("all-no-crds")
     kinds = {d["kind"] for d in documents(without)}
-    assert not kinds & {"ServiceMonitor", "PrometheusRule", "ScaledObject"}
+    assert not kinds & {"ServiceMonitor", "PodMonitor", "PrometheusRule", "ScaledObject"}
     assert "serves no monitoring.coreos.com/v1\nServiceMonitor" in notes(without)
     with_crds = {d["kind"] for d in documents(rendered("all"))}
-    assert {"ServiceMonitor", "PrometheusRule", "ScaledObject"} <= with_crds
+    assert {"ServiceMonitor", "PodMonitor", "PrometheusRule", "ScaledObject"} <= with_crds
 
 
 def test_keda_needs_an_address_when_the_redis_url_comes_from_the_environment() -> None:

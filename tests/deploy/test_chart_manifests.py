@@ -17,7 +17,7 @@ import yaml
 
 from tests.deploy.chart import RELEASE, ROOT, documents, find, gateway_config, one, rendered
 
-CRD_KINDS = {"ServiceMonitor", "PrometheusRule", "ScaledObject"}
+CRD_KINDS = {"ServiceMonitor", "PodMonitor", "PrometheusRule", "ScaledObject"}
 # The oldest Kubernetes the chart supports (Chart.yaml kubeVersion) and the newest schemas shipped.
 MIN_KUBE = "1.27.0"
 
@@ -72,6 +72,20 @@ def test_service_monitor_scrapes_the_gateway_service() -> None:
         assert ep["path"] == "/metrics"
         assert re.fullmatch(r"[0-9]+(ms|s|m|h)", ep["interval"])
         assert re.fullmatch(r"[0-9]+(ms|s|m|h)", ep["scrapeTimeout"])
+
+
+def test_pod_monitor_scrapes_the_worker_pods() -> None:
+    docs = documents(rendered("all"))
+    pm = one(docs, "PodMonitor")
+    assert pm["apiVersion"] == "monitoring.coreos.com/v1"
+    _metadata_ok(pm)
+    worker = one(docs, "Deployment", f"{RELEASE}-gateway-worker")
+    pod_labels = worker["spec"]["template"]["metadata"]["labels"]
+    assert pm["spec"]["selector"]["matchLabels"].items() <= pod_labels.items()
+    ports = {p["name"] for c in worker["spec"]["template"]["spec"]["containers"] for p in c.get("ports", [])}
+    assert pm["spec"]["podMetricsEndpoints"], "podMetricsEndpoints is required"
+    for ep in pm["spec"]["podMetricsEndpoints"]:
+        assert ep["port"] in ports and ep["path"] == "/metrics"
 
 
 def test_prometheus_rule_carries_the_alert_rules() -> None:
