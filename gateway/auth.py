@@ -16,6 +16,9 @@ from gateway.config import Config, KeyConfig
 from gateway.errors import AuthenticationFailed
 
 
+SEEN_MAX = 1024
+
+
 @dataclass(frozen=True, slots=True)
 class Client:
     name: str
@@ -65,6 +68,7 @@ class Authenticator:
             _key_digest(c): Client(c.name, frozenset(c.tiers), c.default_tier) for c in config.auth.clients
         }
         self._admins = [(_key_digest(a), Admin(a.name)) for a in config.auth.admin_keys]
+        self._seen: dict[str, Client] = {}  # presented key -> client, to skip the digest per request
         self.open = not self._clients
         if self.open:
             # Open access: every tier, defaulting to the most urgent tier that is served synchronously.
@@ -86,9 +90,15 @@ class Authenticator:
             raise AuthenticationFailed(
                 "Missing API key. Send it as 'Authorization: Bearer KEY'.", code="missing_api_key"
             )
+        client = self._seen.get(key)
+        if client is not None:
+            return client
         client = self._clients.get(digest(key))
         if client is None:
             raise AuthenticationFailed("Incorrect API key provided.")
+        if len(self._seen) >= SEEN_MAX:
+            self._seen.clear()  # bounded: keys are few, so a clear is rare and cheap
+        self._seen[key] = client  # only keys that matched; a wrong key is never remembered
         return client
 
     def admin(self, authorization: str | None, peer: str | None) -> Admin:

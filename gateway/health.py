@@ -161,6 +161,7 @@ class Window:
     def __init__(self, window_s: float) -> None:
         self.window_s = int(max(window_s, 1))
         self.local: dict[str, dict[int, Slice]] = {}
+        self._trimmed = 0  # the second last trimmed at: trimming once a second is enough
         self.pending: dict[str, dict[int, Slice]] = {}
 
     def observe(self, outcome: Outcome, now: float) -> None:
@@ -172,7 +173,9 @@ class Window:
                 if s is None:
                     s = slices[sec] = Slice()
                 s.add(outcome)
-        self._trim(sec)
+        if sec != self._trimmed:
+            self._trim(sec)
+            self._trimmed = sec
 
     def _trim(self, sec: int) -> None:
         oldest = sec - self.window_s

@@ -347,18 +347,20 @@ class Router:
             first_byte_by = min(first_byte_by, t0 + deadlines.first_byte_s)
         try:
             if not stream:
-                if deadlines.first_byte_s is None:
-                    reply = await provider.complete(call)
-                else:
-                    reply = await _first_byte(provider.complete(call), first_byte_by)
+                if deadlines.first_byte_s is not None:
+                    # A non-streamed answer arrives whole: its first byte is due when the answer is.
+                    # The provider's own client timeout enforces it, with no extra timer task here.
+                    call.deadlines = Deadlines(first_byte_by, deadlines.connect_s, deadlines.first_byte_s)
+                reply = await provider.complete(call)
                 self._observe(Outcome(target.provider, target.model, reply.status, False, time.monotonic() - t0))
                 return Served(target, 0, _noop, reply=reply)
             opened = await _first_byte(provider.stream(call), first_byte_by)
             rest = opened.__aiter__()
             wait = first_byte_by - time.monotonic()
             try:
-                first = await asyncio.wait_for(rest.__anext__(), max(wait, 0.0))
-            except asyncio.TimeoutError:
+                async with asyncio.timeout(max(wait, 0.0)):
+                    first = await rest.__anext__()
+            except TimeoutError:
                 await opened.aclose()
                 raise AttemptFailed(
                     "The upstream sent no first token in time.", retryable=True, timeout=True

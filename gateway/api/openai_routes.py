@@ -8,6 +8,7 @@ included, carries the gateway's headers.
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 import time
 from collections.abc import AsyncIterator
@@ -30,7 +31,7 @@ from gateway.errors import (
     Saturated,
     ServiceUnavailable,
 )
-from gateway.observability.metrics import deferral_reason
+from gateway.observability.metrics import deferral_reason, error_outcome
 from gateway.providers import sse
 from gateway.providers.base import Usage
 from gateway.queue.job import Job, JobStatus, new_job_id
@@ -39,6 +40,28 @@ from gateway.router import Served, annotate
 from gateway.tiers import Path, choose_path, choose_tier, prefers_async
 
 STREAMABLE = frozenset({"chat/completions", "completions"})
+# After the tier's deadline, how long a stream may still take to deliver its own terminal error event.
+STREAM_WRITE_GRACE_S = 1.0
+
+
+class DeadlineStream(StreamingResponse):
+    """A stream that ends at its deadline even when the client stops reading.
+
+    Writes to a client that reads nothing block once the socket buffers fill, so
+    the relay would never notice the tier's timeout. Past the deadline the write
+    is abandoned and the relay closed, which releases its slot.
+    """
+
+    def __init__(self, content: AsyncIterator[bytes], deadline: float, **kwargs: Any) -> None:
+        super().__init__(content, **kwargs)
+        self.deadline = deadline
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        try:
+            async with asyncio.timeout(max(0.0, self.deadline - time.monotonic())):
+                await super().__call__(scope, receive, send)
+        except TimeoutError:
+            await self.body_iterator.aclose()  # type: ignore[attr-defined]
 
 
 def request_id(headers: Any) -> str:
@@ -109,7 +132,8 @@ class Proxy:
             if "X-Gateway-Attempts" not in error.headers:
                 out["X-Gateway-Attempts"] = "0"
             response = error_response(error, out, gw.redactor)
-            self._finish(tier_name, model, response.status_code, started, out, client_name, None, None)
+            self._finish(tier_name, model, response.status_code, started, out, client_name, None, None,
+                         outcome=error_outcome(error))
             return response
 
     async def _dispatch(
@@ -261,8 +285,9 @@ class Proxy:
         out["Cache-Control"] = "no-cache"
         out["X-Accel-Buffering"] = "no"
         server_span = gw.tracing.current() if gw.tracing.enabled else None
-        return StreamingResponse(
+        return DeadlineStream(
             self._relay(served, tier_name, model, started, out, client, inflight, server_span, lease),
+            started + tier.timeout_s + STREAM_WRITE_GRACE_S,
             status_code=200,
             headers=out,
             media_type="text/event-stream",
@@ -308,10 +333,11 @@ class Proxy:
         served: Served | None,
         usage: Usage | None,
         span: Any = None,
+        outcome: str | None = None,
     ) -> None:
         gw = self.gw
         elapsed = time.monotonic() - started
-        gw.metrics.request(tier, model, self.metric_route, status, elapsed)
+        gw.metrics.request(tier, model, self.metric_route, status, elapsed, outcome)
         usd = gw.meter(model, served.target, usage, batch=False) if served is not None else 0.0
         if gw.tracing.enabled:
             gw.tracing.end_server(span or gw.tracing.current(), status, tier, out.get("X-Gateway-Mode"),

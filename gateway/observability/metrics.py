@@ -23,6 +23,7 @@ from prometheus_client import (
 )
 
 from gateway import __version__
+from gateway.errors import GatewayError, RateLimited
 from gateway.router import Outcome
 
 if TYPE_CHECKING:
@@ -48,8 +49,10 @@ class MetricInfo:
     help: str
 
 
-# Every value ``outcome_of`` and ``deferral_reason`` return, and every status class of an upstream attempt.
-OUTCOMES = ("success", "accepted", "client_error", "rate_limited", "cancelled", "timeout", "error")
+# Every outcome label (``outcome_of``, or ``error_outcome``), deferral reason, and upstream status class.
+OUTCOMES = ("success", "accepted", "client_error", "throttled", "rate_limited", "cancelled", "timeout", "error")
+# A 429 for a client over its own rate limits: its doing, not a failure of the gateway (unlike saturation).
+THROTTLED = "throttled"
 DEFERRAL_REASONS = ("requested", "async_tier", "mode", "saturated")
 STATUS_CLASSES = ("2xx", "4xx", "5xx", "429", "timeout", "error")
 
@@ -67,6 +70,11 @@ def outcome_of(status: int) -> str:
     if status < 500:
         return "client_error"
     return "error"
+
+
+def error_outcome(error: GatewayError) -> str | None:
+    """The outcome of an error answer where its status alone would mislabel it, else ``None``."""
+    return THROTTLED if isinstance(error, RateLimited) else None
 
 
 def deferral_reason(path: str, tier_async: bool, mode: str | None) -> str:
@@ -226,10 +234,12 @@ class Metrics:
             child = self._children[key] = metric.labels(*labels)
         return child
 
-    def request(self, tier: str, model: str, route: str, status: int, duration_s: float) -> None:
+    def request(
+        self, tier: str, model: str, route: str, status: int, duration_s: float, outcome: str | None = None
+    ) -> None:
         if self._known_models is not None and model not in self._known_models:
             model = UNKNOWN_MODEL  # a 404 for a made-up name must not add a series
-        self._child(self.requests, tier, model, route, outcome_of(status)).inc()
+        self._child(self.requests, tier, model, route, outcome or outcome_of(status)).inc()
         self._child(self.request_duration, tier, route).observe(duration_s)
 
     def inflight_child(self, tier: str) -> Any:

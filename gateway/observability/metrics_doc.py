@@ -37,7 +37,9 @@ LABEL_VALUES = {
              "a request named none the gateway serves); upstream, token and cost metrics: the target's model at its "
              "provider",
     "route": _codes(("chat.completions", "completions", "embeddings")),
-    "outcome": _codes(OUTCOMES) + " (`accepted` is a 202 for a queued job; `timeout` a 504; `error` any other 5xx)",
+    "outcome": _codes(OUTCOMES) + " (`accepted`: a 202 for a queued job; `throttled`: a 429 for a client over its "
+               "own rate limits; `rate_limited`: any other 429, the gateway's own saturation; `timeout`: a 504; "
+               "`error`: any other 5xx)",
     "provider": "a provider name from the config",
     "status_class": _codes(STATUS_CLASSES) + " (`429` is kept apart from `4xx`; `error` is no HTTP answer)",
     "via": _codes(v.value for v in Via),

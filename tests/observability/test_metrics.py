@@ -14,13 +14,22 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from gateway.config import Config
+from gateway.errors import (
+    GatewayError,
+    InvalidRequest,
+    RateLimited,
+    Saturated,
+    UpstreamError,
+)
 from gateway.observability.metrics import (
     DEFERRAL_REASONS,
     LATENCY_BUCKETS,
     OUTCOMES,
     STATUS_CLASSES,
+    THROTTLED,
     Metrics,
     deferral_reason,
+    error_outcome,
     outcome_of,
 )
 from gateway.router import Outcome
@@ -47,6 +56,7 @@ CONTRACT = {
     "gateway_tokens_total": ("counter", ("provider", "model", "direction", "pricing")),
     "gateway_cost_usd_total": ("counter", ("provider", "model", "pricing")),
 }
+LIMITED_KEY = "sk-test-limited"
 # Labels that would let requests mint series.
 FORBIDDEN_LABELS = {"request_id", "job_id", "client", "key", "user", "prompt", "trace_id"}
 
@@ -55,6 +65,8 @@ FORBIDDEN_LABELS = {"request_id", "job_id", "client", "key", "user", "prompt", "
 def gateway(make_module_gateway, upstream_server, redis_server):
     config = base_config(upstream_server, redis_server.url)
     config["queue"] = {"namespace": namespace("metrics"), "mini_batch_wait_s": 0.05}
+    config["auth"]["clients"].append({"name": "limited", "key": LIMITED_KEY, "tiers": ["interactive"],
+                                      "default_tier": "interactive", "limits": {"rpm": 1}})
     gw = make_module_gateway(config)
     with sdk(gw, CLIENT_KEY) as c:
         c.chat.completions.create(model="chat", messages=[{"role": "user", "content": "hi"}])
@@ -180,7 +192,28 @@ def test_outcome_of(status, outcome):
 
 
 def test_outcome_of_only_returns_documented_values():
-    assert {outcome_of(s) for s in range(100, 600)} == set(OUTCOMES)
+    assert {outcome_of(s) for s in range(100, 600)} | {THROTTLED} == set(OUTCOMES)
+
+
+@pytest.mark.parametrize(("error", "outcome"), [
+    (RateLimited("over the client's limit"), "throttled"),
+    (Saturated("no slot"), None),
+    (UpstreamError("upstream failed"), None),
+    (InvalidRequest("bad"), None),
+])
+def test_error_outcome_tells_a_clients_own_limit_from_saturation(error: GatewayError, outcome):
+    assert error.status == 429 or outcome is None
+    assert error_outcome(error) == outcome
+
+
+def test_a_client_over_its_own_rate_limit_is_throttled_not_rate_limited(gateway):
+    statuses = [httpx.post(gateway.url + "/v1/chat/completions", timeout=10,
+                           headers={"Authorization": f"Bearer {LIMITED_KEY}"},
+                           json={"model": "chat", "messages": [{"role": "user", "content": "x"}]}).status_code
+                for _ in range(3)]
+    assert 429 in statuses, statuses
+    assert metric(gateway, "gateway_requests_total", tier="interactive", outcome="throttled") == statuses.count(429)
+    assert metric(gateway, "gateway_requests_total", tier="interactive", outcome="rate_limited") == 0
 
 
 @pytest.mark.parametrize(("path", "tier_async", "mode", "reason"), [

@@ -30,6 +30,15 @@ async def takes(env: Envelope, n: int, tokens: int = 1, scale: float = 1.0) -> l
     return [await env.take("p", tokens, scale) for _ in range(n)]
 
 
+async def until_refused(env: Envelope, scale: float = 1.0) -> tuple[int, float]:
+    """Take until the bucket says wait: (how many more it gave, the wait it named)."""
+    given = 0
+    while (wait := await env.take("p", 1, scale)) == 0:
+        given += 1
+        assert given < 1000
+    return given, wait
+
+
 @pytest.mark.parametrize(
     ("rpm", "scale", "burst", "step_s"),
     [
@@ -41,16 +50,18 @@ async def takes(env: Envelope, n: int, tokens: int = 1, scale: float = 1.0) -> l
 )
 async def test_rpm_bucket_allows_one_second_of_burst_then_paces(redis, rpm, scale, burst, step_s):
     env = envelope(redis, Keys(namespace("env")), rpm=rpm)
+    loop = asyncio.get_running_loop()
+    started = loop.time()
     assert await takes(env, burst, scale=scale) == [0.0] * burst
-    wait = await env.take("p", 1, scale)
+    more, wait = await until_refused(env, scale)
+    # Beyond the burst, only what refilled while we were taking (timing jitter on a busy machine).
+    assert more <= (loop.time() - started) / step_s + 1
     assert 0 < wait <= step_s * 1.05
 
 
 async def test_waiting_what_the_bucket_says_is_enough(redis):
     env = envelope(redis, Keys(namespace("env")), rpm=1200)  # 20/s
-    assert await takes(env, 20) == [0.0] * 20
-    wait = await env.take("p", 1)
-    assert wait > 0
+    _, wait = await until_refused(env)
     await asyncio.sleep(wait + 0.01)
     assert await env.take("p", 1) == 0.0
 
@@ -59,11 +70,10 @@ async def test_the_bucket_is_shared_by_every_replica(redis, redis_server):
     keys = Keys(namespace("env"))
     other = aioredis.Redis.from_url(redis_server.url)
     try:
-        a, b = envelope(redis, keys, rpm=600), envelope(other, keys, rpm=600)
-        assert await takes(a, 6) == [0.0] * 6
-        assert await takes(b, 4) == [0.0] * 4
+        a, b = envelope(redis, keys, rpm=60), envelope(other, keys, rpm=60)  # one a second, burst one
+        assert await a.take("p", 1) == 0.0
+        assert await b.take("p", 1) > 0  # the other replica already took it
         assert await a.take("p", 1) > 0
-        assert await b.take("p", 1) > 0
     finally:
         await other.aclose()
 
@@ -78,10 +88,10 @@ async def test_providers_and_namespaces_have_their_own_buckets(redis):
 
 
 async def test_tpm_bucket_charges_the_estimated_tokens(redis):
-    env = envelope(redis, Keys(namespace("env")), tpm=6000)  # 100 tokens/s, burst 100
-    assert await env.take("p", 60) == 0.0
-    wait = await env.take("p", 60)  # 40 left: 20 more needed at 100/s
-    assert 0.15 <= wait <= 0.25
+    env = envelope(redis, Keys(namespace("env")), tpm=600)  # 10 tokens/s, burst 10
+    assert await env.take("p", 6) == 0.0
+    wait = await env.take("p", 6)  # 4 left (and a little refill): about 2 more needed at 10/s
+    assert 0 < wait <= 0.21
 
 
 async def test_a_request_larger_than_the_burst_still_goes_through(redis):

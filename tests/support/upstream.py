@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import socket
 import struct
 import threading
 import time
@@ -35,6 +36,7 @@ class Behaviour:
     event_delay_s: float = 0.0  # streams: pause between events
     output_tokens: int = 5
     gate: threading.Event | None = None  # hold the response until the test sets it
+    reset: bool = False  # drop the connection with a TCP RST instead of answering
 
 
 @dataclass
@@ -142,6 +144,9 @@ class FakeUpstream:
             await asyncio.sleep(0.01)
         if b.delay_s:
             await asyncio.sleep(b.delay_s)
+        if b.reset:
+            _reset(send)
+            return
         if b.status != 200 or b.body is not None:
             payload = b.body if b.body is not None else orjson.dumps(
                 {"error": {"message": f"fake {b.status}", "type": "server_error", "param": None, "code": None}}
@@ -166,6 +171,14 @@ class FakeUpstream:
                 await asyncio.sleep(b.event_delay_s)
             await send({"type": "http.response.body", "body": ev, "more_body": True})
         await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+
+def _reset(send: Any) -> None:
+    """Abort the connection under uvicorn's h11 cycle: SO_LINGER 0 turns the close into a TCP RST."""
+    transport = send.__self__.transport  # ``send`` is the bound method of uvicorn's RequestResponseCycle
+    sock = transport.get_extra_info("socket")
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    transport.abort()
 
 
 async def _send(send: Any, status: int, body: bytes, ctype: str = "application/json", extra: dict[str, str] | None = None) -> None:
