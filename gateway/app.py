@@ -36,7 +36,7 @@ from gateway.quota import ClientLimits
 from gateway.cost import Pricing, cost_usd
 from gateway.errors import GatewayError, MethodNotAllowed, NotFound
 from gateway.observability import loop_lag
-from gateway.observability.logging import AccessLog
+from gateway.observability.logging import AccessLog, uses_json
 from gateway.observability.metrics import Metrics
 from gateway.observability.tracing import Tracing
 from gateway.providers.base import Provider, Usage
@@ -99,7 +99,7 @@ class Gateway:
         self.tracing = tracing if tracing is not None else Tracing.from_env()
         self.metrics.prime(config)
         self.auth = Authenticator(config)
-        self.access = AccessLog(config.server.access_log)
+        self.access = AccessLog(config.server.access_log, uses_json(config.server.log_format), self.redactor)
         self.tasks = TaskSet()
         shares = {name: TierShare(t.priority, t.reserved_concurrency) for name, t in config.tiers.items()}
         self.limiters = {name: Limiter(p.max_concurrency, shares) for name, p in config.providers.items()}
@@ -188,6 +188,7 @@ class Gateway:
         self.controller = ModeController(self.config, self.redis, self.keys, self.metrics, self.tracing)
         self.router.observers.append(self.controller.observe)
         self.tasks.start("mode-controller", self.controller.run(), daemon=True)
+        self.tasks.start("access-log", self.access.run(), daemon=True)
         self.tasks.start("notifier", self.notifier.run(), daemon=True)
         self.tasks.start("queue-gauges", self._queue_gauges(), daemon=True)
         self.tasks.start("loop-lag", loop_lag.sample(self.metrics.loop_lag.observe), daemon=True)
@@ -222,6 +223,7 @@ class Gateway:
         if self._private_redis is not None:
             self._private_redis.stop()
         self.tracing.shutdown()
+        self.access.flush()
 
     def _on_fallback(self, model: str, source: Target, dest: Target) -> None:
         self.metrics.fallback(model, source.label, dest.label)

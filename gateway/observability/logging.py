@@ -60,7 +60,7 @@ def configure(level: str, fmt: str, redactor: Redactor | None = None) -> None:
     Every line passes the redactor last, so no secret the config holds, nor
     anything shaped like a key, reaches the log, tracebacks included.
     """
-    use_json = fmt == "json" or (fmt == "auto" and not sys.stderr.isatty())
+    use_json = uses_json(fmt)
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JSONFormatter(redactor) if use_json else TextFormatter(redactor))
     root = logging.getLogger()
@@ -71,14 +71,67 @@ def configure(level: str, fmt: str, redactor: Redactor | None = None) -> None:
     logging.getLogger("uvicorn.error").propagate = True
 
 
+def uses_json(fmt: str) -> bool:
+    """JSON lines unless text was asked for, or ``auto`` on a terminal."""
+    return fmt == "json" or (fmt == "auto" and not sys.stderr.isatty())
+
+
+FLUSH_S = 0.1
+MAX_BUFFERED = 512
+
+
 class AccessLog:
-    def __init__(self, enabled: bool) -> None:
+    """One line per request.
+
+    In JSON mode the line is serialised straight into a buffer that ``run``
+    flushes ten times a second, skipping the logging machinery (record, lock,
+    formatter, a write per line), which the profile showed at ~25 µs a request.
+    Only the request id is client-controlled, so only it passes the redactor.
+    In text mode (a terminal) lines go through logging as usual.
+    """
+
+    def __init__(self, enabled: bool, json_lines: bool = False, redactor: Redactor | None = None) -> None:
         self._logger = logging.getLogger(ACCESS)
         self._enabled = enabled
+        self._json = json_lines
+        self._redactor = redactor or Redactor()
+        self._buffer: list[bytes] = []
+        self.stopping = False
 
     def emit(self, **fields: Any) -> None:
-        if self._enabled and self._logger.isEnabledFor(logging.INFO):
+        if not self.on:
+            return
+        if not self._json:
             self._logger.info("request", extra={"fields": fields})
+            return
+        rid = fields.get("request_id")
+        if isinstance(rid, str):
+            fields["request_id"] = self._redactor.text(rid)
+        line = {"ts": round(time.time(), 3), "level": "info", "logger": ACCESS, "msg": "request", **fields}
+        self._buffer.append(orjson.dumps(line))
+        if len(self._buffer) >= MAX_BUFFERED:
+            self.flush()
+
+    def flush(self) -> None:
+        if not self._buffer:
+            return
+        lines, self._buffer = self._buffer, []
+        try:
+            sys.stderr.write(b"\n".join(lines).decode() + "\n")
+            sys.stderr.flush()
+        except (OSError, ValueError):
+            pass  # stderr closed (shutdown): access lines are best effort, never worth a crash
+
+    async def run(self) -> None:
+        """Flush the buffer every ``FLUSH_S`` until stopped (a daemon task)."""
+        import asyncio
+
+        try:
+            while not self.stopping:
+                await asyncio.sleep(FLUSH_S)
+                self.flush()
+        finally:
+            self.flush()
 
     @property
     def on(self) -> bool:

@@ -50,7 +50,8 @@ class Drainer:
         backoff = 0.1
         while not self.stopping:
             free = self.q.mini_batch_size - len(self.active)
-            if free <= 0:
+            # Refill in mini-batches, not one entry per freed slot: a read per job was the drain's bottleneck.
+            if free <= 0 or (self.active and free < max(self.q.mini_batch_size // 2, 1)):
                 self._slot_free.clear()
                 await self._slot_free.wait()
                 continue
