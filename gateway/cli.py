@@ -131,6 +131,12 @@ def cmd_simulator(args: argparse.Namespace) -> None:
     _uvicorn_run(build_simulator_app(behaviour, args.seed), args.host, args.port, 5)
 
 
+def cmd_drill(args: argparse.Namespace) -> None:
+    from gateway.drill import runner
+
+    runner.main(args)
+
+
 def _console(args: argparse.Namespace) -> object:
     from gateway.console import Console
 
@@ -233,6 +239,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--error-ratio", type=float, default=0.0)
     p.add_argument("--seed", type=int)
     p.set_defaults(func=cmd_simulator)
+
+    p = sub.add_parser("drill", help="replay a workload through a provider incident: hybrid vs plain proxy, report")
+    p.add_argument("--scenario", help="scenario YAML (default: config/scenarios/429-storm.yaml, or ci-short with --short)")
+    p.add_argument("--out", help="report directory (default: drill-report/SCENARIO)")
+    p.add_argument("--short", action="store_true", help="the short CI scenario when --scenario is not given")
+    p.add_argument("--against", metavar="URL", help="drive this running gateway (one run) instead of starting stacks")
+    p.add_argument("--simulator", action="append", metavar="NAME=URL",
+                   help="with --against: the simulator behind provider NAME (repeat per provider)")
+    p.add_argument("--client-key", action="append", metavar="NAME=KEY",
+                   help="with --against: the API key of scenario client NAME (default sk-drill-NAME)")
+    p.add_argument("--admin-key", help="with --against: admin key (default: $GATEWAY_ADMIN_KEY)")
+    p.set_defaults(func=cmd_drill)
     return parser
 
 

@@ -95,7 +95,7 @@ def document() -> dict[str, Any]:
                 "post": {"summary": "Upload a file", "requestBody": {"required": True, "content": {
                     "multipart/form-data": {"schema": {"type": "object", "required": ["file", "purpose"], "properties": {
                         "file": {"type": "string", "format": "binary"}, "purpose": {"type": "string"}}}}}},
-                    "responses": {"200": _ok("a file"), **_errors(400, 401, 413, 415)}},
+                    "responses": {"200": _ok("a file"), **_errors(400, 401, 408, 413, 415, 503)}},
             },
             "/v1/files/{file_id}": {
                 "get": {"summary": "Retrieve a file", "parameters": [
@@ -114,7 +114,7 @@ def document() -> dict[str, Any]:
                     "type": "object", "required": ["input_file_id", "endpoint", "completion_window"],
                     "properties": {"input_file_id": {"type": "string"}, "endpoint": {"type": "string"},
                                    "completion_window": {"type": "string"}, "metadata": {"type": ["object", "null"]}}}),
-                         "responses": {"200": _ok("a batch"), **_errors(400, 401, 404)}},
+                         "responses": {"200": _ok("a batch"), **_errors(400, 401, 404, 408, 413, 415, 503)}},
             },
             "/v1/batches/{batch_id}": {"get": {"summary": "Retrieve a batch", "parameters": [
                 {"name": "batch_id", "in": "path", "required": True, "schema": {"type": "string"}}],

@@ -96,7 +96,9 @@ async def read_upload(request: Request, writer: FileWriter, idle_timeout_s: floa
                 elif kind == "hvalue":
                     header_value += data
                 elif kind == "hend":
-                    part.headers[header_name.decode("latin-1").lower()] = header_value.decode("utf-8", "replace")
+                    # latin-1 keeps the bytes as they came: parse_options_header re-encodes them as latin-1,
+                    # and the name and filename are decoded as UTF-8 after it.
+                    part.headers[header_name.decode("latin-1").lower()] = header_value.decode("latin-1")
                     header_name, header_value = b"", b""
                 elif kind == "headers":
                     _begin_part(part, upload, writer)

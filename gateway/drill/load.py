@@ -17,7 +17,6 @@ from typing import Any
 import httpx
 
 from gateway.drill.scenario import Scenario, TrafficSpec
-from gateway.drill.stack import client_key
 
 TERMINAL = ("succeeded", "failed", "cancelled", "expired")
 POLL_WAIT_S = 20
@@ -29,7 +28,8 @@ class Record:
 
     tier: str
     client: str
-    t: float  # sent, seconds since the load started
+    t: float  # planned send time, seconds since the load started (the same in both runs)
+    lag_s: float = 0.0  # how late the generator actually sent it
     is_async: bool = False  # sent with Prefer: respond-async
     status: int | None = None  # HTTP status of the first answer (None: no answer)
     latency_s: float | None = None  # time to that answer
@@ -82,10 +82,12 @@ def _usage(body: Any) -> tuple[int, int]:
 
 
 class LoadGenerator:
-    def __init__(self, scenario: Scenario, gateway_url: str, client: httpx.AsyncClient, allow_async: bool) -> None:
+    def __init__(self, scenario: Scenario, gateway_url: str, client: httpx.AsyncClient, keys: dict[str, str],
+                 allow_async: bool) -> None:
         self.sc = scenario
         self.url = gateway_url
         self.client = client
+        self.keys = keys  # client name -> API key
         self.allow_async = allow_async  # the plain-proxy run sends everything synchronously
         self.records: list[Record] = []
         self._tasks: set[asyncio.Task[None]] = set()
@@ -113,14 +115,14 @@ class LoadGenerator:
             delay = t0 + at - time.monotonic()
             if delay > 0:
                 await asyncio.sleep(delay)
-            rec = Record(spec.tier, spec.client, round(time.monotonic() - t0, 4), is_async)
+            rec = Record(spec.tier, spec.client, round(at, 4), lag_s=round(time.monotonic() - t0 - at, 4), is_async=is_async)
             self.records.append(rec)
             task = asyncio.create_task(self._send(rec, body, t0), name=f"drill-request-{len(self.records)}")
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
 
     def _headers(self, rec: Record) -> dict[str, str]:
-        headers = {"Authorization": f"Bearer {client_key(rec.client)}", "X-Gateway-Tier": rec.tier}
+        headers = {"Authorization": f"Bearer {self.keys[rec.client]}", "X-Gateway-Tier": rec.tier}
         if rec.is_async:
             headers["Prefer"] = "respond-async"
         return headers
@@ -158,7 +160,7 @@ class LoadGenerator:
         await self._poll(rec, t0)
 
     async def _poll(self, rec: Record, t0: float) -> None:
-        headers = {"Authorization": f"Bearer {client_key(rec.client)}"}
+        headers = {"Authorization": f"Bearer {self.keys[rec.client]}"}
         while True:
             try:
                 r = await self.client.get(f"{self.url}/v1/jobs/{rec.job_id}", params={"wait": POLL_WAIT_S},

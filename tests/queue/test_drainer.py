@@ -14,10 +14,20 @@ import httpx
 import pytest
 from openai.types.chat import ChatCompletion
 
-from gateway.api.body import estimate_tokens  # the TPM estimate the drain envelope charges
+from gateway.api.body import (
+    estimate_tokens,  # the TPM estimate the drain envelope charges
+)
 from gateway.queue.drainer import retry_delay_s
 from tests.conftest import BATCH_KEY, CLIENT_KEY, base_config
-from tests.support.jobs import dead_letters, get_job, headers, namespace, submit_job, wait_for, wait_until
+from tests.support.jobs import (
+    dead_letters,
+    get_job,
+    headers,
+    namespace,
+    submit_job,
+    wait_for,
+    wait_until,
+)
 from tests.support.sdk import sdk
 from tests.support.upstream import Behaviour
 
