@@ -317,7 +317,7 @@ class FakeAnthropic:
             elif self._rng.random() < self.batch_expired_ratio:
                 result, kind = {"type": "expired"}, "expired"
             else:
-                fault = self.sim.fault()
+                fault = self.sim.fault(batch=True)
                 if fault.status != 200:
                     result, kind = {"type": "errored", "error": _error_body(*_fault_error(fault))}, "errored"
                 else:

@@ -82,9 +82,12 @@ class Stack:
     procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     sim_urls: dict[str, str] = field(default_factory=dict)  # provider -> simulator root (no /v1)
     gateway_url: str = ""
+    durable_redis: bool = False  # append-only file on, so a restarted Redis comes back with its queue (the soak)
+    redis_port: int = 0
+    _redis_argv: list[str] = field(default_factory=list)
 
     def _spawn(self, name: str, args: list[str]) -> None:
-        log = open(self.home / f"{name}.log", "wb")  # noqa: SIM115 - the child owns it until it exits
+        log = open(self.home / f"{name}.log", "ab")  # noqa: SIM115 - the child owns it until it exits
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         self.procs[name] = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=self.home,
                                             start_new_session=True)
@@ -95,9 +98,11 @@ class Stack:
         redis_bin = shutil.which("redis-server")
         if redis_bin is None:
             raise StackError("redis-server is not on PATH (apt-get install redis-server)")
-        redis_port = free_port()
-        self._spawn("redis", [redis_bin, "--port", str(redis_port), "--bind", "127.0.0.1", "--dir", str(self.home),
-                              "--save", "", "--appendonly", "no", "--maxmemory-policy", "noeviction"])
+        self.redis_port = redis_port = free_port()
+        self._redis_argv = [redis_bin, "--port", str(redis_port), "--bind", "127.0.0.1", "--dir", str(self.home),
+                            "--save", "", "--appendonly", "yes" if self.durable_redis else "no",
+                            "--appendfsync", "everysec", "--maxmemory-policy", "noeviction"]
+        self._spawn("redis", self._redis_argv)
         out_tokens = max(t.max_tokens for t in self.scenario.traffic)
         for i, p in enumerate(self.scenario.providers):
             port = free_port()
@@ -121,6 +126,15 @@ class Stack:
             httpx.put(self.sim_urls[p.name] + "/_sim/behaviour", json=behaviour, timeout=5).raise_for_status()
         self._wait_http("gateway", self.gateway_url + "/readyz", want=200)
         return self
+
+    def restart_redis(self, down_s: float) -> None:
+        """Stop Redis (SIGTERM: it writes its append-only file), leave it down ``down_s``, start it on the same port."""
+        proc = self.procs["redis"]
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(30)
+        time.sleep(down_s)
+        self._spawn("redis", self._redis_argv)
+        self._wait_redis(self.redis_port, timeout=60.0)
 
     def _check_alive(self, name: str) -> None:
         proc = self.procs[name]

@@ -62,13 +62,16 @@ class Simulator:
         self.behaviour = SimulatorConfig.model_validate({**self.behaviour.model_dump(), **changes})
         return self.behaviour
 
-    def fault(self) -> Fault:
+    def fault(self, batch: bool = False) -> Fault:
+        """The outcome of one call. Batch items never get 429: like OpenAI's and Anthropic's, the
+        simulated batch API has its own quota, apart from the realtime rate limits a storm hits."""
         self.calls += 1
         b = self.behaviour
         roll = self._rng.random()
-        if roll < b.rate_limited_ratio:
+        limited = 0.0 if batch else b.rate_limited_ratio
+        if roll < limited:
             return Fault(429, 1.0)
-        if roll < b.rate_limited_ratio + b.error_ratio:
+        if roll < limited + b.error_ratio:
             return Fault(500)
         return Fault()
 
@@ -119,7 +122,7 @@ class Simulator:
         out, err = [], []
         for line in lines:
             body = line.get("body") or {}
-            fault = self.fault()
+            fault = self.fault(batch=True)
             record: dict[str, Any] = {"id": f"batch_req_{self._rng.getrandbits(64):016x}", "custom_id": line.get("custom_id"),
                                       "error": None}
             rid = f"req_{self._rng.getrandbits(64):016x}"
