@@ -195,8 +195,15 @@ class Router:
         stream: bool,
         strip_usage: bool = False,
         request_id: str = "",
+        pace: Callable[[str], Awaitable[float]] | None = None,
     ) -> Served:
-        """Run the stages until one attempt succeeds; raise the right ``GatewayError`` otherwise."""
+        """Run the stages until one attempt succeeds; raise the right ``GatewayError`` otherwise.
+
+        ``pace(provider)``, when given, runs once a slot is held and just before each
+        upstream call: the drain waits there for its provider's rate envelope, so the
+        calls reach the provider at the envelope's pace rather than in bursts when slots
+        free up. It returns the seconds it waited, which are not charged to the tier's timeout.
+        """
         targets = self.targets[model]
         deadlines = Deadlines(started + tier.timeout_s, tier.connect_timeout_s, tier.first_byte_timeout_s)
         attempts = 0
@@ -221,6 +228,15 @@ class Router:
                 if previous is not None and previous is not target and self._on_fallback is not None:
                     self._on_fallback(model, previous, target)
                 previous = target
+                if pace is not None:
+                    try:
+                        waited = await pace(target.provider)
+                    except BaseException:
+                        slot.release()
+                        target.circuit.abandon()
+                        raise
+                    if waited > 0:
+                        deadlines = Deadlines(deadlines.deadline + waited, deadlines.connect_s, deadlines.first_byte_s)
                 attempts += 1
                 tries += 1
                 body["model"] = target.model

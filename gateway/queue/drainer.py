@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from gateway.api.body import estimate_tokens
-from gateway.errors import CircuitOpen, GatewayError, QueueUnavailable, Saturated, UpstreamRejected
+from gateway.errors import CircuitOpen, GatewayError, QueueUnavailable, RateLimited, Saturated, UpstreamRejected
 from gateway.queue.job import Job, JobStatus, Via
 from gateway.queue.store import Entry, Outcome, QueueStore
 
@@ -167,17 +167,23 @@ class Drainer:
             body.pop(key, None)
         router = gw.router
         assert router is not None
-        primary = router.targets[job.model][0].provider
-        while True:
-            wait = await self._envelope_wait(primary, body)
-            if wait > 0:
+
+        async def pace(provider: str) -> float:
+            # Holding the slot: the call leaves only when the provider's envelope allows it.
+            waited = 0.0
+            while (wait := await self._envelope_wait(provider, body)) > 0:
                 if time.time() + wait > job.deadline:
-                    return None
+                    raise RateLimited("The provider's envelope has no room before this job's deadline.")
                 await asyncio.sleep(wait)
-                continue
+                waited += wait
+            return waited
+
+        while True:
             try:
                 served = await router.serve(job.model, job.route, body, job.tier, tier, time.monotonic(), stream=False,
-                                            request_id=job.id)
+                                            request_id=job.id, pace=pace)
+            except RateLimited:
+                return None
             except Saturated:
                 if time.time() > job.deadline:
                     return None
