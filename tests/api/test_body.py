@@ -15,6 +15,7 @@ import orjson
 import pytest
 
 from tests.conftest import CLIENT_KEY, base_config
+from tests.support.net import read_reply
 from tests.support.sdk import assert_openai_error
 
 MAX_BODY = 64 * 1024
@@ -51,24 +52,7 @@ def exchange(gw: Any, raw: bytes, timeout: float = 10) -> bytes:
     """Send raw bytes on a fresh connection and read until the server answers or closes."""
     with socket.create_connection(("127.0.0.1", gw.port), timeout=timeout) as sock:
         sock.sendall(raw)
-        data = b""
-        while b"\r\n\r\n" not in data or (b"content-length: " in data.lower() and not _complete(data)):
-            try:
-                chunk = sock.recv(65536)
-            except (ConnectionResetError, TimeoutError):
-                break
-            if not chunk:
-                break
-            data += chunk
-        return data
-
-
-def _complete(data: bytes) -> bool:
-    head, _, body = data.partition(b"\r\n\r\n")
-    for line in head.split(b"\r\n"):
-        if line.lower().startswith(b"content-length:"):
-            return len(body) >= int(line.split(b":", 1)[1])
-    return True
+        return read_reply(sock)
 
 
 # -- sizes

@@ -27,3 +27,25 @@ def wait_http(url: str, timeout: float = 20.0, proc=None) -> None:
             last = exc
         time.sleep(0.05)
     raise TimeoutError(f"{url} did not answer within {timeout}s: {last}")
+
+
+def read_reply(sock: socket.socket) -> bytes:
+    """Read one raw HTTP answer: until its head and its content-length of body arrived, or the server closed."""
+    data = b""
+    while b"\r\n\r\n" not in data or not _body_complete(data):
+        try:
+            chunk = sock.recv(65536)
+        except (ConnectionResetError, TimeoutError):
+            break
+        if not chunk:
+            break
+        data += chunk
+    return data
+
+
+def _body_complete(data: bytes) -> bool:
+    head, _, body = data.partition(b"\r\n\r\n")
+    for line in head.split(b"\r\n"):
+        if line.lower().startswith(b"content-length:"):
+            return len(body) >= int(line.split(b":", 1)[1])
+    return True
