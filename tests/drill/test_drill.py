@@ -15,8 +15,8 @@ import pytest
 
 from gateway.drill import measure
 from gateway.drill.load import Record, arrivals
-from gateway.drill.scenario import ModelSpec, ScenarioError, parse
-from gateway.drill.stack import gateway_config
+from gateway.drill.scenario import ModelSpec, ScenarioError, load, parse
+from gateway.drill.stack import ADMIN_KEY, Stack, client_key, gateway_config
 from gateway.drill.timeline import steps
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -78,6 +78,41 @@ def test_short_drill_report_is_complete_and_consistent(short_report: tuple[Path,
 
 
 @pytest.mark.timeout(60)
+@pytest.mark.timeout(90)
+def test_against_drives_a_running_gateway_in_one_run(tmp_path: Path) -> None:
+    # A gateway and simulators the drill did not start: it only gets their addresses and keys.
+    sc = load(SHORT)
+    stack = Stack(sc, "hybrid", tmp_path / "stack").start()
+    try:
+        sims = [f"{name}={url}" for name, url in stack.sim_urls.items()]
+        keys = [f"{c}={client_key(c)}" for c in sc.clients()]
+        argv = [sys.executable, "-m", "gateway", "drill", "--scenario", str(SHORT), "--out", str(tmp_path / "out"),
+                "--against", stack.gateway_url, "--admin-key", ADMIN_KEY]
+        for sim in sims:
+            argv += ["--simulator", sim]
+        for key in keys:
+            argv += ["--client-key", key]
+        proc = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=80)
+    finally:
+        stack.stop()
+    assert proc.returncode == 0, proc.stderr[-3000:] + proc.stdout[-2000:]
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert set(report["runs"]) == {"against"}
+    run = report["runs"]["against"]
+    assert run["summary"]["all"]["sent"] == len(run["records"]) > 0
+    assert run["summary"]["all"]["lost"] == 0
+    assert [i["label"] for i in run["incidents"]] == ["429 storm: start", "429 storm: end"]
+    assert run["samples"]
+
+
+def test_against_without_every_simulator_is_refused(tmp_path: Path) -> None:
+    proc = subprocess.run([sys.executable, "-m", "gateway", "drill", "--scenario", str(SHORT), "--out", str(tmp_path),
+                           "--against", "http://127.0.0.1:9", "--simulator", "primary=http://127.0.0.1:9"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=30)
+    assert proc.returncode != 0
+    assert "--simulator NAME=URL" in proc.stderr and "fallback" in proc.stderr
+
+
 @pytest.mark.skipif(not CHROMIUM.exists(), reason="Debian's chromium is not installed (apt-get install chromium)")
 def test_report_renders_in_chromium(short_report: tuple[Path, dict[str, Any]]) -> None:
     from playwright.sync_api import sync_playwright
