@@ -385,11 +385,14 @@ def model_get(gw: Gateway) -> Any:
     return endpoint
 
 
+def direct(gw: Gateway) -> dict[str, Any]:
+    """The proxied POST routes by path, for the app's direct path (see ``GatewayApp``)."""
+    return {"/v1/" + route: Proxy(gw, route).handle for route in ("chat/completions", "completions", "embeddings")}
+
+
 def routes(gw: Gateway) -> list[Route]:
     return [
-        Route("/v1/chat/completions", Proxy(gw, "chat/completions").handle, methods=["POST"]),
-        Route("/v1/completions", Proxy(gw, "completions").handle, methods=["POST"]),
-        Route("/v1/embeddings", Proxy(gw, "embeddings").handle, methods=["POST"]),
+        *(Route(path, handler, methods=["POST"]) for path, handler in direct(gw).items()),
         Route("/v1/models", models_list(gw), methods=["GET"]),
         Route("/v1/models/{model:path}", model_get(gw), methods=["GET"]),
     ]
