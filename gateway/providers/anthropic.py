@@ -21,23 +21,12 @@ from gateway.config import ProviderConfig
 from gateway.errors import AttemptFailed, GatewayError, InvalidRequest, is_retryable_status
 from gateway.providers import anthropic_translate as tr
 from gateway.providers import sse
-from gateway.providers.base import BatchItem, BatchPoll, BatchState, Call, Reply, StreamStats, retry_after_seconds
+from gateway.providers.base import (
+    BatchItem, BatchPoll, BatchState, Call, Reply, StreamStats, call_timeout, retry_after_seconds, transport_failure,
+)
 
 ROUTE = "chat/completions"
 BATCH_TIMEOUT_S = 120.0  # batch calls are off the hot path; results files can be large
-
-
-def _timeout(call: Call) -> aiohttp.ClientTimeout:
-    remaining = call.deadlines.deadline - time.monotonic()
-    if remaining <= 0:
-        raise AttemptFailed("The request deadline passed before the upstream call.", retryable=False, timeout=True)
-    return aiohttp.ClientTimeout(total=remaining, sock_connect=min(call.deadlines.connect_s, remaining))
-
-
-def _transport_failure(exc: BaseException, what: str) -> AttemptFailed:
-    if isinstance(exc, asyncio.TimeoutError):
-        return AttemptFailed(f"The upstream did not answer in time ({what}).", retryable=True, timeout=True)
-    return AttemptFailed(f"Upstream connection failed: {type(exc).__name__}.", retryable=True)
 
 
 def _rejected(error: GatewayError) -> AttemptFailed:
@@ -93,7 +82,7 @@ class AnthropicProvider:
 
     async def complete(self, call: Call) -> Reply:
         payload = self._request(call)
-        timeout = _timeout(call)
+        timeout = call_timeout(call)
         try:
             async with self._session.post(
                 f"{self.base_url}/v1/messages", data=payload, headers=self._headers, timeout=timeout
@@ -102,7 +91,7 @@ class AnthropicProvider:
                     raise await _status_failure(resp)
                 body = await resp.read()
         except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
-            raise _transport_failure(exc, "total") from None
+            raise transport_failure(exc, "total") from None
         try:
             message = orjson.loads(body)
         except orjson.JSONDecodeError:
@@ -116,13 +105,13 @@ class AnthropicProvider:
 
     async def stream(self, call: Call) -> AnthropicStream:
         payload = self._request(call)
-        timeout = _timeout(call)
+        timeout = call_timeout(call)
         try:
             resp = await self._session.post(
                 f"{self.base_url}/v1/messages", data=payload, headers=self._headers, timeout=timeout
             )
         except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
-            raise _transport_failure(exc, "connect") from None
+            raise transport_failure(exc, "connect") from None
         if resp.status != 200:
             failure = await _status_failure(resp)
             resp.release()
@@ -147,7 +136,7 @@ class AnthropicProvider:
                     raise await _status_failure(resp, f" to {method} {urlsplit(url).path}")
                 return await resp.read()
         except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
-            raise _transport_failure(exc, "batch") from None
+            raise transport_failure(exc, "batch") from None
 
     async def submit_batch(self, model: str, items: list[BatchItem]) -> str:
         """One message batch of ``items``; ValueError when they break Anthropic's limits (the caller splits)."""
@@ -238,7 +227,7 @@ class AnthropicStream:
             sse.observe(sse.DONE, self.stats, self._strip_usage)
             yield sse.DONE
         except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
-            raise _transport_failure(exc, "stream") from None
+            raise transport_failure(exc, "stream") from None
         except ValueError as exc:
             raise AttemptFailed(str(exc), retryable=False) from None
 

@@ -8,14 +8,34 @@ wrong, already classified as retryable or permanent; it never retries itself.
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any, Protocol
 
+import aiohttp
 import orjson
 
+from gateway.errors import AttemptFailed
+
 ROUTES = ("chat/completions", "completions", "embeddings")
+
+
+def call_timeout(call: Call) -> aiohttp.ClientTimeout:
+    """aiohttp's timeout for one upstream call: what is left of the request's deadline, and the connect limit."""
+    remaining = call.deadlines.deadline - time.monotonic()
+    if remaining <= 0:
+        raise AttemptFailed("The request deadline passed before the upstream call.", retryable=False, timeout=True)
+    return aiohttp.ClientTimeout(total=remaining, sock_connect=min(call.deadlines.connect_s, remaining))
+
+
+def transport_failure(exc: BaseException, what: str) -> AttemptFailed:
+    """A timeout or connection error of an HTTP provider, as a retryable failed attempt."""
+    if isinstance(exc, asyncio.TimeoutError):
+        return AttemptFailed(f"The upstream did not answer in time ({what}).", retryable=True, timeout=True)
+    return AttemptFailed(f"Upstream connection failed: {type(exc).__name__}.", retryable=True)
 
 
 @dataclass(frozen=True, slots=True)

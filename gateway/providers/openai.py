@@ -8,7 +8,6 @@ passed in; this module converts aiohttp's exceptions to ``AttemptFailed``.
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -18,20 +17,10 @@ import orjson
 from gateway.config import ProviderConfig
 from gateway.errors import AttemptFailed, is_retryable_status
 from gateway.providers import sse
-from gateway.providers.base import BatchItem, BatchPoll, BatchState, Call, Reply, batch_results, finish_reasons, StreamStats, Usage, retry_after_seconds
-
-
-def _timeout(call: Call) -> aiohttp.ClientTimeout:
-    remaining = call.deadlines.deadline - time.monotonic()
-    if remaining <= 0:
-        raise AttemptFailed("The request deadline passed before the upstream call.", retryable=False, timeout=True)
-    return aiohttp.ClientTimeout(total=remaining, sock_connect=min(call.deadlines.connect_s, remaining))
-
-
-def _transport_failure(exc: BaseException, what: str) -> AttemptFailed:
-    if isinstance(exc, asyncio.TimeoutError):
-        return AttemptFailed(f"The upstream did not answer in time ({what}).", retryable=True, timeout=True)
-    return AttemptFailed(f"Upstream connection failed: {type(exc).__name__}.", retryable=True)
+from gateway.providers.base import (
+    BatchItem, BatchPoll, BatchState, Call, Reply, StreamStats, Usage, batch_results, call_timeout, finish_reasons,
+    retry_after_seconds, transport_failure,
+)
 
 
 async def _status_failure(resp: aiohttp.ClientResponse) -> AttemptFailed:
@@ -72,7 +61,7 @@ class OpenAIProvider:
             self._headers["Authorization"] = f"Bearer {config.api_key}"
 
     async def complete(self, call: Call) -> Reply:
-        timeout = _timeout(call)
+        timeout = call_timeout(call)
         try:
             async with self._session.post(
                 f"{self.base_url}/{call.route}", data=orjson.dumps(call.body), headers=self._headers, timeout=timeout
@@ -82,7 +71,7 @@ class OpenAIProvider:
                 body = await resp.read()
                 ctype = resp.headers.get("content-type", "")
         except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
-            raise _transport_failure(exc, "total") from None
+            raise transport_failure(exc, "total") from None
         if not ctype.startswith("application/json"):
             raise AttemptFailed(f"Upstream answered 200 with content type {ctype or 'none'!r}.", retryable=True)
         try:
@@ -94,13 +83,13 @@ class OpenAIProvider:
         return Reply(200, body, ctype, Usage.from_openai(obj.get("usage")), obj.get("model"), finish_reasons(obj))
 
     async def stream(self, call: Call) -> OpenAIStream:
-        timeout = _timeout(call)
+        timeout = call_timeout(call)
         try:
             resp = await self._session.post(
                 f"{self.base_url}/{call.route}", data=orjson.dumps(call.body), headers=self._headers, timeout=timeout
             )
         except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
-            raise _transport_failure(exc, "connect") from None
+            raise transport_failure(exc, "connect") from None
         if resp.status != 200:
             failure = await _status_failure(resp)
             resp.release()
@@ -127,7 +116,7 @@ class OpenAIProvider:
                     )
                 return resp.status, body
         except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
-            raise _transport_failure(exc, "batch") from None
+            raise transport_failure(exc, "batch") from None
 
     async def submit_batch(self, model: str, items: list[BatchItem]) -> str:
         """Upload the items as a JSONL file (purpose ``batch``) and create a 24 h batch over it."""
@@ -188,7 +177,7 @@ class OpenAIStream:
             if not self.stats.done:
                 raise AttemptFailed("The upstream stream ended before [DONE].", retryable=False)
         except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
-            raise _transport_failure(exc, "stream") from None
+            raise transport_failure(exc, "stream") from None
         except ValueError as exc:
             raise AttemptFailed(str(exc), retryable=False) from None
 
