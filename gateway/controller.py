@@ -27,6 +27,7 @@ from gateway.modes import GLOBAL, AutoState, Override, Source, effective, resolv
 from gateway.observability.metrics import Metrics
 from gateway.observability.tracing import Tracing
 from gateway.queue.keys import Keys
+from gateway.queue.store import LEASE
 from gateway.router import Outcome
 from gateway.severity import Mode
 
@@ -35,20 +36,6 @@ log = logging.getLogger("gateway.modes")
 TICK_S = 0.5
 LEASE_MS = 3000
 AUDIT_MAXLEN = 10000
-
-# KEYS: lease. ARGV: me, ttl_ms. Take the lease if free, renew it if ours.
-_LEASE = """
-local holder = redis.call('GET', KEYS[1])
-if not holder then
-  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-  return 1
-end
-if holder == ARGV[1] then
-  redis.call('PEXPIRE', KEYS[1], ARGV[2])
-  return 1
-end
-return 0
-"""
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,7 +66,7 @@ class ModeController:
         self._by_model: dict[str, Mode] = {m: Mode.NORMAL for m in config.models}
         self._expires_next: float | None = None  # when the next override ends
         self._last_effective: dict[str, Mode] = {}
-        self._lease = redis.register_script(_LEASE)
+        self._lease = redis.register_script(LEASE)
         # Transitions decided but not yet written to the audit stream (kept while Redis is away).
         self._pending_audit: list[tuple[str, Mode, Mode, str, str, str, dict[str, Any]]] = []
         self.stopping = False
