@@ -93,7 +93,7 @@ def summarize(records: list[Record], rss: list[tuple[float, float]], sc: Scenari
                        "accepted": sum(1 for r in rs if r.accepted),
                        "sync_p50_s": _r(measure.percentile(lat, 50)), "sync_p95_s": _r(measure.percentile(lat, 95)),
                        "refused_queue_unavailable": sum(1 for r in rs if r.error == "queue_unavailable"),
-                       "errors": _errors(rs)}
+                       "errors": measure.errors(rs)}
     inter = tiers.get("interactive", {})
     trend = rss_trend(rss, sc.duration_s)
     targets = [
@@ -107,15 +107,6 @@ def summarize(records: list[Record], rss: list[tuple[float, float]], sc: Scenari
 
 def _r(x: float | None) -> float | None:
     return None if x is None else round(x, 4)
-
-
-def _errors(rs: list[Record]) -> dict[str, int]:
-    out: dict[str, int] = {}
-    for r in rs:
-        if not r.ok:
-            key = r.error or f"HTTP {r.status}"
-            out[key] = out.get(key, 0) + 1
-    return out
 
 
 async def _soak(sc: Scenario, stack: Stack, restart_at_s: float, down_s: float) -> tuple[dict[str, Any], list, dict]:

@@ -68,6 +68,16 @@ def _r(x: float | None, nd: int = 4) -> float | None:
     return None if x is None else round(x, nd)
 
 
+def errors(records: Iterable[Record]) -> dict[str, int]:
+    """Failed requests by error code (or HTTP status when the answer had none)."""
+    out: dict[str, int] = {}
+    for r in records:
+        if not r.ok:
+            key = r.error or f"HTTP {r.status}"
+            out[key] = out.get(key, 0) + 1
+    return out
+
+
 def tier_summary(records: list[Record], window: tuple[float, float] | None, price: ModelSpec) -> dict[str, Any]:
     calm, incident = split(records, window)
     sent = len(records)
@@ -80,11 +90,6 @@ def tier_summary(records: list[Record], window: tuple[float, float] | None, pric
     batch_spend = sum(spend_usd(r, price) for r in records if r.via == "provider_batch")
     calm_lat, inc_lat = sync_latencies(calm), sync_latencies(incident)
     p95_calm, p95_inc = percentile(calm_lat, 95), percentile(inc_lat, 95)
-    errors: dict[str, int] = {}
-    for r in records:
-        if not r.ok:
-            key = r.error or f"HTTP {r.status}"
-            errors[key] = errors.get(key, 0) + 1
     return {
         "sent": sent,
         "succeeded": ok,
@@ -106,7 +111,7 @@ def tier_summary(records: list[Record], window: tuple[float, float] | None, pric
         "spend_batch_usd": round(batch_spend, 8),
         "spend_realtime_usd": round(spend - batch_spend, 8),
         "cost_per_success_usd": _r(spend / ok if ok else None, 10),
-        "errors": errors,
+        "errors": errors(records),
     }
 
 
