@@ -414,13 +414,14 @@ def build_app(gateway: Gateway, admin: bool = True) -> Starlette:
     from gateway.api import admin as admin_api
     from gateway.api import files_batches, jobs, openai_routes, openapi, probes, ui
 
-    routes: list[Any] = [*openai_routes.routes(gateway), *jobs.routes(gateway), *files_batches.routes(gateway),
+    proxied = openai_routes.direct(gateway)
+    routes: list[Any] = [*openai_routes.routes(gateway, proxied), *jobs.routes(gateway), *files_batches.routes(gateway),
                          *probes.routes(gateway), *openapi.routes(gateway)]
     if admin:
         routes += [*admin_api.routes(gateway), *ui.routes()]
     app = GatewayApp(routes=routes, lifespan=_lifespan(gateway), middleware=_middleware(gateway),
                      exception_handlers=dict(_HANDLERS))
-    app.direct = {} if gateway.config.server.cors_origins else openai_routes.direct(gateway)
+    app.direct = {} if gateway.config.server.cors_origins else proxied
     app.state.gateway = gateway
     return app
 

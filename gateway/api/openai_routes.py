@@ -390,9 +390,10 @@ def direct(gw: Gateway) -> dict[str, Any]:
     return {"/v1/" + route: Proxy(gw, route).handle for route in ("chat/completions", "completions", "embeddings")}
 
 
-def routes(gw: Gateway) -> list[Route]:
+def routes(gw: Gateway, proxied: dict[str, Any] | None = None) -> list[Route]:
+    """Every OpenAI route; ``proxied`` is ``direct(gw)`` when the caller already built it."""
     return [
-        *(Route(path, handler, methods=["POST"]) for path, handler in direct(gw).items()),
+        *(Route(path, handler, methods=["POST"]) for path, handler in (proxied or direct(gw)).items()),
         Route("/v1/models", models_list(gw), methods=["GET"]),
         Route("/v1/models/{model:path}", model_get(gw), methods=["GET"]),
     ]
